@@ -1,0 +1,39 @@
+# The two quick-start commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint format clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m ebm_jax demo
+
+test: $(STAMP)
+	$(PY) -m ruff check ebm_jax tests benchmarks
+	$(PY) -m ruff format --check ebm_jax tests benchmarks
+	$(PY) -m mypy
+	$(PY) -m pytest -n auto --doctest-modules ebm_jax tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/samplers.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check ebm_jax tests benchmarks
+	$(PY) -m ruff format --check ebm_jax tests benchmarks
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff format ebm_jax tests benchmarks
+	$(PY) -m ruff check --fix ebm_jax tests benchmarks
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

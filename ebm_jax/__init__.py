@@ -1,0 +1,14 @@
+"""ebm_jax: a JAX functional reference implementation of energy-based models and diffusion.
+
+The core object is an unnormalised log-density ``logdensity_fn(x) -> scalar``
+(the lecture's :math:`f_\\theta`, :math:`p(x) = e^{f(x)}/Z`). Scores come from
+:func:`jax.grad` (eq. 11.1); samplers are pure ``(init, step)`` pairs that move
+one chain, and :func:`run_chains` runs thousands of them at once.
+"""
+
+from ebm_jax import samplers
+from ebm_jax.scores import from_energy, score
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "from_energy", "samplers", "score"]

@@ -1,0 +1,108 @@
+"""Early, named argument checks shared by the factories (not public API).
+
+Checks run on concrete values only: inside ``jit``/``vmap`` (tracers) the
+value checks are skipped, while shape checks, which are static, always run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value: Any) -> bool:
+    """True when ``value`` holds data rather than an abstract tracer."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def check_callable(value: Any, name: str) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+def check_positive_scalar(value: Any, name: str) -> None:
+    """A finite, strictly positive scalar (or array of them, e.g. per chain)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.ndarray, jax.Array, np.number)):
+        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if not np.all(arr > 0):
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probability(value: Any, name: str) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0 or math.isnan(value):
+        raise ValueError(f"{name} must be a float in (0, 1), got {value}")
+
+
+def check_finite_array(value: Any, name: str) -> None:
+    if is_concrete(value) and not bool(jnp.all(jnp.isfinite(jnp.asarray(value)))):
+        raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+
+
+def check_logdensity(logdensity_fn: Any, position: Any, name: str = "logdensity_fn") -> None:
+    """``logdensity_fn(position)`` must return a real scalar (checked by ``jax.eval_shape``)."""
+    check_callable(logdensity_fn, name)
+    try:
+        out = jax.eval_shape(logdensity_fn, position)
+    except Exception as exc:  # re-raised with the argument named
+        raise ValueError(
+            f"{name} failed on a position of shape {jnp.shape(position)}: {exc}"
+        ) from exc
+    if not hasattr(out, "shape") or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(
+            f"{name} must return a scalar for one position of shape {jnp.shape(position)}, "
+            f"got shape {shape}; kernels move ONE chain (vmap at the call site)"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"{name} must return a floating-point scalar, got dtype {out.dtype}")
+
+
+def check_inverse_mass_matrix(inverse_mass_matrix: Any, name: str = "inverse_mass_matrix") -> None:
+    """A vector of positive variances (diagonal) or a symmetric positive-definite matrix."""
+    if inverse_mass_matrix is None:
+        return
+    arr = jnp.asarray(inverse_mass_matrix)
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[0] != arr.shape[1]):
+        raise ValueError(
+            f"{name} must be a 1-D vector (diagonal) or a square 2-D matrix, got shape {arr.shape}"
+        )
+    if not is_concrete(inverse_mass_matrix):
+        return
+    check_finite_array(arr, name)
+    if arr.ndim == 1 and not bool(jnp.all(arr > 0)):
+        raise ValueError(f"{name} must have strictly positive diagonal entries")
+    if arr.ndim == 2:
+        sym = np.asarray(arr, dtype=np.float64)
+        if not np.allclose(sym, sym.T, rtol=1e-5, atol=1e-8):
+            raise ValueError(f"{name} must be symmetric")
+        if np.any(np.linalg.eigvalsh(sym) <= 0):
+            raise ValueError(f"{name} must be positive definite")
+
+
+def check_matrix_matches(matrix: Any, position: Any, name: str = "inverse_mass_matrix") -> None:
+    """The (inverse) mass matrix must act on the flattened position."""
+    if matrix is None:
+        return
+    size = int(np.prod(jnp.shape(position)))
+    if jnp.shape(matrix)[0] != size:
+        raise ValueError(
+            f"{name} has shape {jnp.shape(matrix)} but the position has {size} entries "
+            f"(shape {jnp.shape(position)})"
+        )
