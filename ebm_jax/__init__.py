@@ -7,8 +7,9 @@ one chain, and :func:`run_chains` runs thousands of them at once.
 """
 
 from ebm_jax import samplers
+from ebm_jax.chains import ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "from_energy", "samplers", "score"]
+__all__ = ["ChainResult", "__version__", "from_energy", "run_chains", "samplers", "score"]

@@ -26,7 +26,9 @@ def check_callable(value: Any, name: str) -> None:
 
 def check_positive_scalar(value: Any, name: str) -> None:
     """A finite, strictly positive scalar (or array of them, e.g. per chain)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.ndarray, jax.Array, np.number)):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.ndarray, jax.Array, np.number)
+    ):
         raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
     if not is_concrete(value):
         return

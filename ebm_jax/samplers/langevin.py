@@ -30,8 +30,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ebm_jax._validation import check_callable, check_logdensity, check_positive_scalar
-from ebm_jax._validation import check_finite_array, check_matrix_matches
+from ebm_jax._validation import (
+    check_callable,
+    check_finite_array,
+    check_logdensity,
+    check_matrix_matches,
+    check_positive_scalar,
+)
 from ebm_jax.samplers import preconditioning
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.samplers.preconditioning import Preconditioner
@@ -149,7 +154,9 @@ def build_ula_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        proposed = _propose(rng_key, state, logdensity_fn, step_size, noise_variance, preconditioner)
+        proposed = _propose(
+            rng_key, state, logdensity_fn, step_size, noise_variance, preconditioner
+        )
         finite = is_finite_tree(proposed.logdensity, proposed.logdensity_grad)
         one = jnp.ones((), proposed.logdensity.dtype)
         info = MHInfo(jnp.where(finite, one, 0.0 * one), finite, ~finite)

@@ -14,8 +14,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ebm_jax._validation import check_callable, check_finite_array, check_logdensity
-from ebm_jax._validation import check_matrix_matches, check_positive_scalar
+from ebm_jax._validation import (
+    check_callable,
+    check_finite_array,
+    check_logdensity,
+    check_matrix_matches,
+    check_positive_scalar,
+)
 from ebm_jax.samplers import preconditioning
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.samplers.preconditioning import Preconditioner
