@@ -4,13 +4,34 @@
 move ONE chain; :func:`ebm_jax.run_chains` runs many.
 """
 
+from ebm_jax.samplers.adaptation import (
+    AdaptationInfo,
+    AdaptationResult,
+    AdaptationSchedule,
+    DualAveragingState,
+    adapt,
+    dual_averaging_init,
+    dual_averaging_update,
+    window_schedule,
+)
 from ebm_jax.samplers.base import SamplingAlgorithm
+from ebm_jax.samplers.gibbs import gaussian_gibbs, ising_gibbs, metropolis_within_gibbs
 from ebm_jax.samplers.langevin import MALAInfo, MALAState, ULAInfo, ULAState, mala, ula
 from ebm_jax.samplers.preconditioning import Preconditioner, make_preconditioner
 from ebm_jax.samplers.proposal import MHInfo, mh_accept
 from ebm_jax.samplers.random_walk import RWMHInfo, RWMHState, rwmh
+from ebm_jax.samplers.welford import (
+    WelfordState,
+    welford_init,
+    welford_update_batch,
+    welford_variance,
+)
 
 __all__ = [
+    "AdaptationInfo",
+    "AdaptationResult",
+    "AdaptationSchedule",
+    "DualAveragingState",
     "MALAInfo",
     "MALAState",
     "MHInfo",
@@ -20,9 +41,20 @@ __all__ = [
     "SamplingAlgorithm",
     "ULAInfo",
     "ULAState",
+    "WelfordState",
+    "adapt",
+    "dual_averaging_init",
+    "dual_averaging_update",
+    "gaussian_gibbs",
+    "ising_gibbs",
     "make_preconditioner",
     "mala",
+    "metropolis_within_gibbs",
     "mh_accept",
     "rwmh",
     "ula",
+    "welford_init",
+    "welford_update_batch",
+    "welford_variance",
+    "window_schedule",
 ]

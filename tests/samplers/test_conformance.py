@@ -37,15 +37,16 @@ KERNELS = {
     "rwmh_diag": lambda f: ej.samplers.rwmh(f, 0.8, inverse_mass_matrix=jnp.array([1.0, 2, 0.5])),
     "rwmh_dense": lambda f: ej.samplers.rwmh(f, 0.8, inverse_mass_matrix=COVARIANCE),
 }
-if hasattr(ej.samplers, "metropolis_within_gibbs"):
-    KERNELS["metropolis_within_gibbs"] = lambda f: ej.samplers.metropolis_within_gibbs(f, 0.8)
+KERNELS["metropolis_within_gibbs"] = lambda f: ej.samplers.metropolis_within_gibbs(f, 0.8)
+# Exact Gibbs kernels sample their own (Gaussian) target, not an arbitrary logdensity_fn.
+EXACT_GIBBS = {"gaussian_gibbs": lambda f: ej.samplers.gaussian_gibbs(jnp.zeros(3), PRECISION)}
 
 INITIAL = jnp.array([0.5, -0.3, 0.2])
 
 
-@pytest.fixture(params=sorted(KERNELS))
+@pytest.fixture(params=sorted(KERNELS | EXACT_GIBBS))
 def algorithm(request):
-    return KERNELS[request.param](gaussian_logdensity)
+    return (KERNELS | EXACT_GIBBS)[request.param](gaussian_logdensity)
 
 
 def test_signature_and_state_structure(algorithm):
