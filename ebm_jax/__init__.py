@@ -6,10 +6,19 @@ The core object is an unnormalised log-density ``logdensity_fn(x) -> scalar``
 one chain, and :func:`run_chains` runs thousands of them at once.
 """
 
-from ebm_jax import samplers
+from ebm_jax import densities, diagnostics, samplers
 from ebm_jax.chains import ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
 __version__ = "0.1.0"
 
-__all__ = ["ChainResult", "__version__", "from_energy", "run_chains", "samplers", "score"]
+__all__ = [
+    "ChainResult",
+    "__version__",
+    "densities",
+    "diagnostics",
+    "from_energy",
+    "run_chains",
+    "samplers",
+    "score",
+]

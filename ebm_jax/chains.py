@@ -60,7 +60,7 @@ class ChainResult(NamedTuple):
 class _Accumulator(NamedTuple):
     acceptance_sum: Array  # (num_chains,)
     num_nonfinite: Array  # (num_chains,) int32
-    count: Array  # () number of kept positions folded into mean / m2
+    num_folded: Array  # () number of kept positions folded into mean / m2
     mean: Array  # (num_chains, *event_shape)
     m2: Array  # (num_chains, *event_shape)
 
@@ -128,15 +128,17 @@ def _run_segment(
         position = states.position
         if stream:
             # Welford's update, one kept position per chain.
-            count = acc.count + 1
+            num_folded = acc.num_folded + 1
             delta = position - acc.mean
-            mean = acc.mean + delta / count.astype(position.dtype)
-            acc = acc._replace(count=count, mean=mean, m2=acc.m2 + delta * (position - mean))
+            mean = acc.mean + delta / num_folded.astype(position.dtype)
+            acc = acc._replace(
+                num_folded=num_folded, mean=mean, m2=acc.m2 + delta * (position - mean)
+            )
         return (states, acc), (position if record else None)
 
     block_starts = start_index + thin * jnp.arange(num_outer)
     (states, accumulator), kept = jax.lax.scan(outer, (states, accumulator), block_starts)
-    if record:
+    if kept is not None:
         kept = jnp.swapaxes(kept, 0, 1)  # (num_chains, num_outer, *event_shape)
     return states, accumulator, kept
 
@@ -356,7 +358,7 @@ def run_chains(
     else:
         samples = None
         mean = accumulator.mean
-        variance = accumulator.m2 / accumulator.count.astype(positions.dtype)
+        variance = accumulator.m2 / accumulator.num_folded.astype(positions.dtype)
     return ChainResult(
         samples=samples,
         acceptance_rate=acceptance_rate,

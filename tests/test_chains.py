@@ -1,4 +1,4 @@
-"""run_chains: chunk invariance, streaming stats, thinning, sharding, per-chain parameters, errors."""
+"""run_chains: chunk invariance, streaming stats, thinning, sharding, errors."""
 
 from __future__ import annotations
 
