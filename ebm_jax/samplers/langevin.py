@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ebm_jax._validation import (
     check_callable,
@@ -40,7 +41,12 @@ from ebm_jax._validation import (
 from ebm_jax.samplers import preconditioning
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.samplers.preconditioning import Preconditioner
-from ebm_jax.samplers.proposal import MHInfo, is_finite_tree, mh_accept, select_state
+from ebm_jax.samplers.proposal import (
+    MHInfo,
+    is_finite_tree,
+    mh_accept_with_log_uniform,
+    select_state,
+)
 from ebm_jax.types import Array, ArrayLike, LogDensityFn, PRNGKey
 
 
@@ -73,14 +79,14 @@ def init(position: ArrayLike, logdensity_fn: LogDensityFn) -> MALAState:
 
 
 def _propose(
-    rng_key: PRNGKey,
+    noise: Array,
     state: MALAState,
     logdensity_fn: LogDensityFn,
     step_size: Array,
     noise_variance: Array,
     preconditioner: Preconditioner,
 ) -> MALAState:
-    noise = jax.random.normal(rng_key, state.position.shape, state.position.dtype)
+    """:math:`y = x + \\tau C \\nabla f(x) + \\sigma L \\varepsilon`, with f(y) and ∇f(y) cached."""
     drift = step_size * preconditioning.apply(preconditioner, state.logdensity_grad)
     position = (
         state.position
@@ -91,19 +97,49 @@ def _propose(
     return MALAState(position, logdensity, logdensity_grad)
 
 
-def _log_proposal_density(
-    to_state: MALAState,
-    from_state: MALAState,
+def _noise_and_log_uniform(rng_key: PRNGKey, position: Array) -> tuple[Array, Array]:
+    """Noise :math:`\\varepsilon \\sim N(0, I)` and the MH :math:`\\log u`, from ONE draw.
+
+    Draws :math:`v \\sim U(-1, 1)` with one entry more than the position has;
+    :math:`\\varepsilon = \\sqrt2\\, \\operatorname{erf}^{-1}(v)` on all but the last
+    (the inverse-CDF map :func:`jax.random.normal` applies to the same
+    uniforms) and :math:`u = (1 + v_{\\text{last}}) / 2 \\sim U(0, 1)`. One PRNG
+    call per step instead of three (split, normal, uniform).
+    """
+    dtype = position.dtype
+    lower = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))  # erfinv(-1) = -inf
+    draws = jax.random.uniform(rng_key, (position.size + 1,), dtype, minval=lower, maxval=1.0)
+    noise = np.sqrt(2.0).astype(dtype) * jax.lax.erf_inv(draws[:-1])
+    log_uniform = jnp.log(0.5 * (1.0 + draws[-1]))
+    return noise.reshape(position.shape), log_uniform
+
+
+def _log_proposal_ratio(
+    proposed: MALAState,
+    state: MALAState,
     step_size: Array,
     noise_variance: Array,
     preconditioner: Preconditioner,
 ) -> Array:
-    """:math:`\\log q(\\text{to} \\mid \\text{from})` up to a constant that cancels in A."""
-    mean = from_state.position + step_size * preconditioning.apply(
-        preconditioner, from_state.logdensity_grad
+    """:math:`\\log q(x \\mid y) - \\log q(y \\mid x)`, the proposal's part of the MH ratio.
+
+    With :math:`q(y|x) = N(y; x + \\tau C g_x, \\sigma^2 C)` and :math:`g = \\nabla f`,
+    the :math:`C^{-1}` terms of the two Mahalanobis norms cancel:
+
+    .. math::
+
+       \\log \\frac{q(x|y)}{q(y|x)} = -\\frac{\\tau}{2\\sigma^2}\\, (g_x + g_y)^\\top
+       \\big[2 (y - x) + \\tau C (g_y - g_x)\\big],
+
+    one inner product: no solve with :math:`C` and no cancellation between two
+    large norms.
+    """
+    gradient_sum = state.logdensity_grad + proposed.logdensity_grad
+    gradient_change = preconditioning.apply(
+        preconditioner, proposed.logdensity_grad - state.logdensity_grad
     )
-    residual = to_state.position - mean
-    return -0.5 * preconditioning.squared_norm(preconditioner, residual) / noise_variance
+    direction = 2.0 * (proposed.position - state.position) + step_size * gradient_change
+    return -0.5 * step_size / noise_variance * jnp.sum(gradient_sum * direction)
 
 
 def build_mala_kernel(
@@ -122,18 +158,15 @@ def build_mala_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        proposal_key, accept_key = jax.random.split(rng_key)
-        proposed = _propose(
-            proposal_key, state, logdensity_fn, step_size, noise_variance, preconditioner
-        )
+        noise, log_uniform = _noise_and_log_uniform(rng_key, state.position)
+        proposed = _propose(noise, state, logdensity_fn, step_size, noise_variance, preconditioner)
         log_ratio = (
             proposed.logdensity
             - state.logdensity
-            + _log_proposal_density(state, proposed, step_size, noise_variance, preconditioner)
-            - _log_proposal_density(proposed, state, step_size, noise_variance, preconditioner)
+            + _log_proposal_ratio(proposed, state, step_size, noise_variance, preconditioner)
         )
         finite = is_finite_tree(proposed.logdensity, proposed.logdensity_grad)
-        return mh_accept(accept_key, log_ratio, proposed, state, finite)
+        return mh_accept_with_log_uniform(log_uniform, log_ratio, proposed, state, finite)
 
     return kernel
 
@@ -154,9 +187,8 @@ def build_ula_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        proposed = _propose(
-            rng_key, state, logdensity_fn, step_size, noise_variance, preconditioner
-        )
+        noise = jax.random.normal(rng_key, state.position.shape, state.position.dtype)
+        proposed = _propose(noise, state, logdensity_fn, step_size, noise_variance, preconditioner)
         finite = is_finite_tree(proposed.logdensity, proposed.logdensity_grad)
         one = jnp.ones((), proposed.logdensity.dtype)
         info = MHInfo(jnp.where(finite, one, 0.0 * one), finite, ~finite)
@@ -204,7 +236,8 @@ def mala(
     accepts with the MH probability :math:`A(x, y)` of §11.2.1, using the exact
     Gaussian proposal density, so the chain leaves :math:`p \\propto e^f`
     invariant for every :math:`(\\tau, \\sigma^2, C)`. One ``value_and_grad``
-    per step.
+    and one PRNG draw per step: :math:`\\varepsilon` and the MH uniform come
+    from the same uniform draw (see ``_noise_and_log_uniform``).
 
     Args:
       logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.

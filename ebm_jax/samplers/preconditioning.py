@@ -4,8 +4,8 @@ A preconditioner :math:`C` (the *inverse mass matrix*, BlackJAX's name) is
 either a vector of per-coordinate variances (diagonal :math:`C`) or a dense
 symmetric positive-definite matrix. It acts on the flattened position. The
 Cholesky factor :math:`C = L L^\\top` is computed once, at construction, so a
-kernel step costs one mat-vec for the drift, one for the noise and one
-triangular solve for the proposal density.
+MALA step costs three mat-vecs (the drift, the noise and the proposal-density
+ratio, which needs no solve with :math:`C`) and a RWMH step one.
 """
 
 from __future__ import annotations
