@@ -119,12 +119,15 @@ def _run_segment(
         )
         return (states, acc), None
 
-    def outer(carry: tuple[Any, _Accumulator], block_start: Array) -> tuple[Any, Array | None]:
+    def outer(
+        carry: tuple[Any, _Accumulator, Array | None], block: tuple[Array, Array]
+    ) -> tuple[Any, None]:
+        states, acc, kept = carry
+        block_index, block_start = block
         if thin == 1:
-            carry, _ = inner(carry, block_start)
+            (states, acc), _ = inner((states, acc), block_start)
         else:
-            carry, _ = jax.lax.scan(inner, carry, block_start + jnp.arange(thin))
-        states, acc = carry
+            (states, acc), _ = jax.lax.scan(inner, (states, acc), block_start + jnp.arange(thin))
         position = states.position
         if stream:
             # Welford's update, one kept position per chain.
@@ -134,12 +137,17 @@ def _run_segment(
             acc = acc._replace(
                 num_folded=num_folded, mean=mean, m2=acc.m2 + delta * (position - mean)
             )
-        return (states, acc), (position if record else None)
+        if record:
+            # Written in place, chain-major: no (num_outer, num_chains) stack to transpose.
+            kept = jax.lax.dynamic_update_index_in_dim(kept, position, block_index, axis=1)
+        return (states, acc, kept), None
 
-    block_starts = start_index + thin * jnp.arange(num_outer)
-    (states, accumulator), kept = jax.lax.scan(outer, (states, accumulator), block_starts)
-    if kept is not None:
-        kept = jnp.swapaxes(kept, 0, 1)  # (num_chains, num_outer, *event_shape)
+    kept = None
+    if record:
+        position = states.position
+        kept = jnp.zeros((position.shape[0], num_outer, *position.shape[1:]), position.dtype)
+    blocks = (jnp.arange(num_outer), start_index + thin * jnp.arange(num_outer))
+    (states, accumulator, kept), _ = jax.lax.scan(outer, (states, accumulator, kept), blocks)
     return states, accumulator, kept
 
 
