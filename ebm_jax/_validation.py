@@ -108,3 +108,13 @@ def check_matrix_matches(matrix: Any, position: Any, name: str = "inverse_mass_m
             f"{name} has shape {jnp.shape(matrix)} but the position has {size} entries "
             f"(shape {jnp.shape(position)})"
         )
+
+
+def check_initial_position(logdensity_fn: Any, position: Any) -> jax.Array:
+    """A finite floating-point position at which ``logdensity_fn`` returns a scalar."""
+    position = jnp.asarray(position)
+    if not jnp.issubdtype(position.dtype, jnp.floating):
+        position = position.astype(jnp.result_type(float))
+    check_logdensity(logdensity_fn, position)
+    check_finite_array(position, "position")
+    return position

@@ -33,8 +33,7 @@ import numpy as np
 
 from ebm_jax._validation import (
     check_callable,
-    check_finite_array,
-    check_logdensity,
+    check_initial_position,
     check_matrix_matches,
     check_positive_scalar,
 )
@@ -69,11 +68,7 @@ ULAInfo = MHInfo
 
 def init(position: ArrayLike, logdensity_fn: LogDensityFn) -> MALAState:
     """Cache :math:`f(x)` and :math:`\\nabla f(x)` at an initial ``position``."""
-    position = jnp.asarray(position)
-    if not jnp.issubdtype(position.dtype, jnp.floating):
-        position = position.astype(jnp.result_type(float))
-    check_logdensity(logdensity_fn, position)
-    check_finite_array(position, "position")
+    position = check_initial_position(logdensity_fn, position)
     logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
     return MALAState(position, logdensity, logdensity_grad)
 

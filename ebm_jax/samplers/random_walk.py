@@ -12,12 +12,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from ebm_jax._validation import (
     check_callable,
-    check_finite_array,
-    check_logdensity,
+    check_initial_position,
     check_matrix_matches,
     check_positive_scalar,
 )
@@ -40,11 +38,7 @@ RWMHInfo = MHInfo
 
 def init(position: ArrayLike, logdensity_fn: LogDensityFn) -> RWMHState:
     """Cache :math:`f(x)` at an initial ``position``."""
-    position = jnp.asarray(position)
-    if not jnp.issubdtype(position.dtype, jnp.floating):
-        position = position.astype(jnp.result_type(float))
-    check_logdensity(logdensity_fn, position)
-    check_finite_array(position, "position")
+    position = check_initial_position(logdensity_fn, position)
     return RWMHState(position, logdensity_fn(position))
 
 
