@@ -33,13 +33,10 @@ Nothing here is CPU-specific; the same script runs on GPU and TPU.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -51,10 +48,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import RESULTS_DIR, paired_ratio, time_side_by_side, wall_time, write_json
+from _common import environment as common_environment
 
 import ebm_jax as ej
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "samplers.json"
+DEFAULT_OUT = RESULTS_DIR / "samplers.json"
 
 # (event dim, hidden width, chains, MALA step size); the step sizes give
 # acceptance rates of roughly 0.6-0.9, so both branches of the MH select are hot.
@@ -73,46 +72,6 @@ MEMORY_LIMIT_BYTES = 1e9
 # --------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------
-
-
-def _wall_time(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
-def time_side_by_side(
-    contenders: dict[str, Callable[[], Any]], repeats: int
-) -> dict[str, dict[str, Any]]:
-    """First-call and steady-state wall times, the contenders interleaved round by round."""
-    first = {name: _wall_time(fn) for name, fn in contenders.items()}
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(_wall_time(contenders[name]))
-    results = {}
-    for name in names:
-        median = float(np.median(times[name]))
-        results[name] = {
-            "first_call_s": first[name],
-            "median_s": median,
-            "min_s": float(np.min(times[name])),
-            "times_s": times[name],
-            "compile_s": max(0.0, first[name] - median),
-        }
-    return results
-
-
-def paired_ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float:
-    """Median over rounds of the time ratio of two contenders timed back to back.
-
-    Both ran in the same round under the same machine load, so the per-round
-    ratio cancels load drifts that the ratio of the two medians would keep.
-    """
-    ratios = np.asarray(numerator["times_s"]) / np.asarray(denominator["times_s"])
-    return float(np.median(ratios))
 
 
 # --------------------------------------------------------------------------------------
@@ -200,7 +159,7 @@ def _keep_last(rng_key: jax.Array, algorithm: Any, positions: jax.Array, num_ste
 def _choose_num_steps(run: Callable[[int], Any], target_s: float, probe_steps: int = 20) -> int:
     """Steps for a run of about ``target_s``, from a timed (compiled) run of ``probe_steps``."""
     jax.block_until_ready(run(probe_steps))
-    per_step = min(_wall_time(lambda: run(probe_steps)) for _ in range(3)) / probe_steps
+    per_step = min(wall_time(lambda: run(probe_steps)) for _ in range(3)) / probe_steps
     num_steps = int(target_s / max(per_step, 1e-9))
     return int(np.clip(round(num_steps, -1 if num_steps < 1000 else -2), 20, 1_000_000))
 
@@ -401,11 +360,11 @@ def bench_efficiency_one(target: dict[str, Any], args: argparse.Namespace) -> di
         grid = np.logspace(-1.5, 0.5, 5 if args.quick else 11)
         run = make_blackjax_sampler(logdensity_fn, num_chains, bj_steps, bj_thin)
         bj_key = jax.random.key(12)
-        compile_s = _wall_time(lambda: run(bj_key, initial_positions, jnp.float32(grid[0])))
+        compile_s = wall_time(lambda: run(bj_key, initial_positions, jnp.float32(grid[0])))
         search = []
         for step_size in grid:
             step = jnp.float32(step_size)
-            elapsed = _wall_time(lambda step=step: run(bj_key, initial_positions, step))
+            elapsed = wall_time(lambda step=step: run(bj_key, initial_positions, step))
             positions, acceptance = run(bj_key, initial_positions, step)
             min_ess = _min_ess(positions)
             search.append(
@@ -419,7 +378,7 @@ def bench_efficiency_one(target: dict[str, Any], args: argparse.Namespace) -> di
             )
         best = max(search, key=lambda row: row["ess_per_s"])
         step = jnp.float32(best["step_size"])
-        times = [_wall_time(lambda: run(bj_key, initial_positions, step)) for _ in range(repeats)]
+        times = [wall_time(lambda: run(bj_key, initial_positions, step)) for _ in range(repeats)]
         bj_time = float(np.median(times))
         blackjax_row = {
             "num_steps": bj_steps,
@@ -620,31 +579,6 @@ def _memory_line(row: dict[str, Any]) -> str:
     )
 
 
-def _environment() -> dict[str, Any]:
-    device = jax.devices()[0]
-
-    def version(package: str) -> str | None:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "jax": jax.__version__,
-        "jaxlib": version("jaxlib"),
-        "blackjax": version("blackjax"),
-        "ebm_jax": ej.__version__,
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "x64": bool(jax.config.jax_enable_x64),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     rows = report["throughput"]
     summary: dict[str, Any] = {
@@ -692,7 +626,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.target_seconds is None:
         args.target_seconds = 0.1 if args.quick else 0.6
 
-    environment = _environment()
+    environment = common_environment("blackjax")
     print(
         f"jax {environment['jax']} on {environment['backend']} ({environment['device_kind']}, "
         f"{environment['device_count']} device(s)); blackjax {environment['blackjax']}; "
@@ -730,9 +664,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(f"\nTargets{note}:", flush=True)
     for name, met in report["summary"]["met"].items():
         print(f"  {name:<24} {'met' if met else 'MISSED'}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}", flush=True)
+    write_json(args.out, report)
     return report
 
 
