@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import nbformat
+from _build import write_notebook
 
 CELLS = [
     (
@@ -177,18 +177,7 @@ print(f"<|m|> Gibbs {float(abs_m.mean()):.4f} ± {float(abs_m.mean(1).std() / NU
 
 
 def main() -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    for kind, source in CELLS:
-        make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
-        notebook.cells.append(make(source))
-    path = Path(__file__).with_name("01_sampling.ipynb")
-    nbformat.write(notebook, path)
-    print(f"wrote {path}")
+    write_notebook(CELLS, Path(__file__).with_name("01_sampling.ipynb"))
 
 
 if __name__ == "__main__":
