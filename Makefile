@@ -25,6 +25,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/samplers.py
+	$(PY) benchmarks/score_matching.py
+	$(PY) benchmarks/toy_likelihoods.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check ebm_jax tests benchmarks

@@ -3,10 +3,12 @@
 The core object is an unnormalised log-density ``logdensity_fn(x) -> scalar``
 (the lecture's :math:`f_\\theta`, :math:`p(x) = e^{f(x)}/Z`). Scores come from
 :func:`jax.grad` (eq. 11.1); samplers are pure ``(init, step)`` pairs that move
-one chain, and :func:`run_chains` runs thousands of them at once.
+one chain, and :func:`run_chains` runs thousands of them at once. Models are
+learned by score matching (:mod:`ebm_jax.losses`, :mod:`ebm_jax.trace`) with the
+optax loop of :mod:`ebm_jax.training`.
 """
 
-from ebm_jax import densities, diagnostics, samplers
+from ebm_jax import data, densities, diagnostics, losses, models, samplers, trace, training
 from ebm_jax.chains import ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
@@ -15,10 +17,15 @@ __version__ = "0.1.0"
 __all__ = [
     "ChainResult",
     "__version__",
+    "data",
     "densities",
     "diagnostics",
     "from_energy",
+    "losses",
+    "models",
     "run_chains",
     "samplers",
     "score",
+    "trace",
+    "training",
 ]

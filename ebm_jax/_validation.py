@@ -53,8 +53,20 @@ def check_probability(value: Any, name: str) -> None:
 
 
 def check_finite_array(value: Any, name: str) -> None:
-    if is_concrete(value) and not bool(jnp.all(jnp.isfinite(jnp.asarray(value)))):
+    # NumPy, not jnp: a concrete array closed over by a caller's jit must not be traced.
+    if is_concrete(value) and not bool(np.all(np.isfinite(np.asarray(value)))):
         raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+
+
+def check_key(rng_key: Any, name: str = "rng_key") -> None:
+    """A single JAX PRNG key: typed (``jax.random.key``) or raw uint32 of shape (2,)."""
+    if not isinstance(rng_key, jax.Array):
+        raise TypeError(f"{name} must be a jax.random key, got {type(rng_key).__name__}")
+    typed = jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
+    if (typed and rng_key.shape != ()) or (not typed and rng_key.shape != (2,)):
+        raise ValueError(
+            f"{name} must be a single key (jax.random.key(seed)), got shape {rng_key.shape}"
+        )
 
 
 def check_logdensity(logdensity_fn: Any, position: Any, name: str = "logdensity_fn") -> None:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ebm_jax._validation import check_int
+from ebm_jax._validation import check_int, check_key
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.types import Array, ArrayLike, PRNGKey
 
@@ -151,16 +151,6 @@ def _run_segment(
     return states, accumulator, kept
 
 
-def _check_key(rng_key: Any) -> None:
-    if not isinstance(rng_key, jax.Array):
-        raise TypeError(f"rng_key must be a jax.random key, got {type(rng_key).__name__}")
-    typed = jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
-    if (typed and rng_key.shape != ()) or (not typed and rng_key.shape != (2,)):
-        raise ValueError(
-            f"rng_key must be a single key (jax.random.key(seed)), got shape {rng_key.shape}"
-        )
-
-
 def _chain_mesh(num_chains: int) -> Mesh | None:
     devices = jax.local_devices()
     if len(devices) < 2 or num_chains % len(devices):
@@ -235,7 +225,7 @@ def run_chains(
       >>> result.samples.shape, result.acceptance_rate.shape
       ((8, 10, 2), (8,))
     """
-    _check_key(rng_key)
+    check_key(rng_key)
     num_steps = check_int(num_steps, "num_steps", 1)
     num_burnin = check_int(num_burnin, "num_burnin", 0)
     thin = check_int(thin, "thin", 1)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 
-from ebm_jax.types import Array, EnergyFn, LogDensityFn, ScoreFn
+from ebm_jax.types import Array, EnergyFn, LogDensityFn
 
 
-def score(logdensity_fn: LogDensityFn, argnum: int = 0) -> ScoreFn:
+def score(
+    logdensity_fn: LogDensityFn | Callable[..., Array], argnum: int = 0
+) -> Callable[..., Array]:
     """Return the score :math:`s(x) = \\nabla_x f(x)` of a log-density.
 
     Implements eq. (11.1): because :math:`\\log Z(\\theta)` does not depend on

@@ -1,0 +1,275 @@
+"""Score-matching scalability: seconds per training step against the data dimension.
+
+The experiment of Song et al. (2019, "Sliced score matching", §5.1, Fig. 1):
+data N(0, I_d), one MLP log-density (``ej.models.MLPLogDensity``, two swish
+hidden layers), and one optax Adam step per objective, at
+d ∈ {2, 8, 32, 128, 512, 784}:
+
+* ``plain``  — ``value_and_grad`` of ``mean f_θ(x)``: the cost of one
+  forward and backward pass of the network, the yardstick;
+* ``dsm``    — denoising score matching (Vincent 2011), the score by ``jax.grad``;
+* ``ssm``    — sliced score matching, one Rademacher probe;
+* ``ssm_vr`` — its variance-reduced form;
+* ``exact``  — exact score matching (eq. 11.2), the Jacobian trace from d JVPs.
+
+Every contender is a jitted ``lax.scan`` of whole training steps (fresh data
+and probes drawn inside), timed side by side in interleaved rounds.
+Targets: an SSM step costs at most 1.6x a DSM step and at most 3.5x a plain
+step at every d; exact SM grows ∝ d (the log-log slope over d ≥ 32 is
+reported), and exact/SSM at d = 784 is reported.
+
+Run as ``python benchmarks/score_matching.py`` (``make bench``); ``--quick`` is
+a fast smoke run. Writes ``results/score_matching.json`` and, when matplotlib
+is installed, ``results/score_matching.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _common import RESULTS_DIR, environment, time_side_by_side, wall_time, write_json
+
+import ebm_jax as ej
+
+DEFAULT_OUT = RESULTS_DIR / "score_matching.json"
+DIMS = (2, 8, 32, 128, 512, 784)
+HIDDEN_SIZES = (256, 256)
+BATCH_SIZE = 128
+DSM_SIGMA = 0.1
+LEARNING_RATE = 1e-3
+METHODS = ("plain", "dsm", "ssm", "ssm_vr", "exact")
+TARGETS = {"ssm_vs_dsm": 1.6, "ssm_vs_plain": 3.5}
+
+
+def make_losses(model: Any) -> dict[str, Callable[..., jax.Array]]:
+    """The five per-step objectives, each ``loss_fn(params, rng_key, batch)``."""
+    logdensity_fn = model.apply
+
+    def plain(params: Any, rng_key: jax.Array, batch: jax.Array) -> jax.Array:
+        del rng_key
+        return -jnp.mean(jax.vmap(logdensity_fn, in_axes=(None, 0))(params, batch))
+
+    return {
+        "plain": plain,
+        "dsm": ej.losses.denoising_score_matching(ej.score(logdensity_fn, argnum=1), DSM_SIGMA),
+        "ssm": ej.losses.sliced_score_matching(logdensity_fn),
+        "ssm_vr": ej.losses.sliced_score_matching(logdensity_fn, variance_reduction=True),
+        "exact": ej.losses.score_matching(logdensity_fn),
+    }
+
+
+def make_training_run(
+    loss_fn: Callable[..., jax.Array], optimizer: optax.GradientTransformation, dim: int
+) -> Callable[[Any, Any, jax.Array, int], Any]:
+    """A jitted scan of ``num_steps`` Adam steps on fresh N(0, I_d) batches."""
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def run(params: Any, opt_state: Any, rng_key: jax.Array, num_steps: int) -> Any:
+        def one_step(carry: Any, step_key: jax.Array) -> Any:
+            params, opt_state = carry
+            data_key, loss_key = jax.random.split(step_key)
+            batch = jax.random.normal(data_key, (BATCH_SIZE, dim))
+            loss, grads = jax.value_and_grad(loss_fn)(params, loss_key, batch)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(
+            one_step, (params, opt_state), jax.random.split(rng_key, num_steps)
+        )
+        return params, opt_state, losses
+
+    return run
+
+
+def _steps_for(run: Callable[[int], Any], target_s: float) -> tuple[int, float]:
+    """Steps per timed call (about ``target_s`` long) and the probe's seconds per step."""
+    jax.block_until_ready(run(1))
+    per_step = min(wall_time(lambda: run(1)) for _ in range(2))
+    return max(1, min(200, int(target_s / max(per_step, 1e-9)))), per_step
+
+
+def bench_dimension(dim: int, args: argparse.Namespace) -> dict[str, Any]:
+    model = ej.models.MLPLogDensity(HIDDEN_SIZES)
+    params = model.init(jax.random.key(0), jnp.zeros(dim))
+    optimizer = optax.adam(LEARNING_RATE)
+    opt_state = optimizer.init(params)
+    rng_key = jax.random.key(1)
+    losses = make_losses(model)
+    methods = [m for m in METHODS if m != "exact" or dim <= args.max_exact_dim]
+
+    contenders: dict[str, Callable[[], Any]] = {}
+    num_steps: dict[str, int] = {}
+    for method in methods:
+        run = make_training_run(losses[method], optimizer, dim)
+        steps, _ = _steps_for(lambda n, run=run: run(params, opt_state, rng_key, n), args.target)
+        num_steps[method] = steps
+        contenders[method] = functools.partial(run, params, opt_state, rng_key, steps)
+    repeats = args.repeats
+    timings = time_side_by_side(contenders, repeats)
+
+    per_step = {m: np.asarray(timings[m]["times_s"]) / num_steps[m] for m in methods}
+    seconds = {m: float(np.median(per_step[m])) for m in methods}
+
+    def ratio(numerator: str, denominator: str) -> float | None:
+        if numerator not in per_step or denominator not in per_step:
+            return None
+        return float(np.median(per_step[numerator] / per_step[denominator]))
+
+    row: dict[str, Any] = {
+        "dim": dim,
+        "num_steps": num_steps,
+        "seconds_per_step": seconds,
+        "compile_s": {m: timings[m]["compile_s"] for m in methods},
+        "ssm_vs_dsm": ratio("ssm", "dsm"),
+        "ssm_vs_plain": ratio("ssm", "plain"),
+        "ssm_vr_vs_dsm": ratio("ssm_vr", "dsm"),
+        "ssm_vr_vs_plain": ratio("ssm_vr", "plain"),
+        "exact_vs_ssm": ratio("exact", "ssm"),
+        "timings": timings,
+    }
+    print(_line(row), flush=True)
+    return row
+
+
+def _cell(value: float | None, width: int = 7, fmt: str = ".2f") -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
+HEADER = (
+    f"{'d':>4}  "
+    + " ".join(f"{m:>9}" for m in METHODS)
+    + f"  {'SSM/DSM':>7} {'SSM/plain':>9} {'VR/DSM':>7} {'VR/plain':>8} {'exact/SSM':>9}"
+)
+
+
+def _line(row: dict[str, Any]) -> str:
+    seconds = row["seconds_per_step"]
+    return (
+        f"{row['dim']:>4}  "
+        + " ".join(f"{seconds[m] * 1e3:>7.2f}ms" if m in seconds else f"{'-':>9}" for m in METHODS)
+        + f"  {_cell(row['ssm_vs_dsm'])} {_cell(row['ssm_vs_plain'], 9)}"
+        + f" {_cell(row['ssm_vr_vs_dsm'])} {_cell(row['ssm_vr_vs_plain'], 8)}"
+        + f" {_cell(row['exact_vs_ssm'], 9, '.1f')}"
+    )
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    worst_dsm = max(row["ssm_vs_dsm"] for row in rows)
+    worst_plain = max(row["ssm_vs_plain"] for row in rows)
+    exact_rows = [row for row in rows if "exact" in row["seconds_per_step"] and row["dim"] >= 32]
+    slope = None
+    if len(exact_rows) >= 2:
+        dims = np.log([row["dim"] for row in exact_rows])
+        times = np.log([row["seconds_per_step"]["exact"] for row in exact_rows])
+        slope = float(np.polyfit(dims, times, 1)[0])
+    largest = max(rows, key=lambda row: row["dim"])
+    return {
+        "worst_ssm_vs_dsm": worst_dsm,
+        "worst_ssm_vs_plain": worst_plain,
+        "worst_ssm_vr_vs_dsm": max(row["ssm_vr_vs_dsm"] for row in rows),
+        "worst_ssm_vr_vs_plain": max(row["ssm_vr_vs_plain"] for row in rows),
+        "exact_loglog_slope_d_ge_32": slope,
+        "exact_vs_ssm_at_largest_d": {"dim": largest["dim"], "ratio": largest["exact_vs_ssm"]},
+        "targets": TARGETS,
+        "met": {
+            "ssm_vs_dsm": worst_dsm <= TARGETS["ssm_vs_dsm"],
+            "ssm_vs_plain": worst_plain <= TARGETS["ssm_vs_plain"],
+        },
+    }
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for method in METHODS:
+        points = [
+            (row["dim"], row["seconds_per_step"][method])
+            for row in rows
+            if method in row["seconds_per_step"]
+        ]
+        if points:
+            dims, seconds = zip(*points, strict=True)
+            ax.plot(dims, np.asarray(seconds) * 1e3, "o-", label=method)
+    ax.set(xscale="log", yscale="log", xlabel="data dimension d", ylabel="ms per training step")
+    ax.set_title(f"MLP {HIDDEN_SIZES}, batch {BATCH_SIZE}, {jax.default_backend()}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fast smoke run (d ≤ 32)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7)")
+    parser.add_argument("--target", type=float, default=None, help="seconds per timed call")
+    parser.add_argument("--max-exact-dim", type=int, default=max(DIMS))
+    parser.add_argument("--dims", type=int, nargs="+", default=None)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    if args.target is None:
+        args.target = 0.05 if args.quick else 0.3
+    dims = args.dims or ([d for d in DIMS if d <= 32] if args.quick else list(DIMS))
+
+    env = environment("flax", "optax")
+    print(
+        f"jax {env['jax']} on {env['backend']} ({env['device_kind']}); MLP {HIDDEN_SIZES} swish, "
+        f"batch {BATCH_SIZE}, Adam; median seconds per step over {args.repeats} interleaved rounds",
+        flush=True,
+    )
+    print(HEADER, flush=True)
+    rows = [bench_dimension(dim, args) for dim in dims]
+    summary = _summary(rows)
+    print(
+        f"\nworst SSM/DSM {summary['worst_ssm_vs_dsm']:.2f} (target ≤ {TARGETS['ssm_vs_dsm']}), "
+        f"worst SSM/plain {summary['worst_ssm_vs_plain']:.2f} "
+        f"(target ≤ {TARGETS['ssm_vs_plain']}); SSM-VR: "
+        f"{summary['worst_ssm_vr_vs_dsm']:.2f} / {summary['worst_ssm_vr_vs_plain']:.2f}",
+        flush=True,
+    )
+    if summary["exact_loglog_slope_d_ge_32"] is not None:
+        largest = summary["exact_vs_ssm_at_largest_d"]
+        print(
+            f"exact SM: log-log slope over d ≥ 32 = {summary['exact_loglog_slope_d_ge_32']:.2f}; "
+            f"exact/SSM at d = {largest['dim']}: {largest['ratio']:.0f}x",
+            flush=True,
+        )
+    report = {
+        "environment": env,
+        "settings": {
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "dims": dims,
+            "hidden_sizes": HIDDEN_SIZES,
+            "batch_size": BATCH_SIZE,
+            "dsm_sigma": DSM_SIGMA,
+            "learning_rate": LEARNING_RATE,
+        },
+        "rows": rows,
+        "summary": summary,
+    }
+    write_json(args.out, report)
+    plot(rows, args.out.with_suffix(".png"))
+    return report
+
+
+if __name__ == "__main__":
+    main()

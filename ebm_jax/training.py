@@ -1,0 +1,682 @@
+"""The optax training loop: jitted ``lax.scan`` chunks, progress, checkpoint and resume.
+
+:func:`fit` minimises a loss ``loss_fn(params, rng_key, batch) -> scalar`` — the
+signature of every loss factory in :mod:`ebm_jax.losses` (score matching,
+eq. 11.2; denoising, eq. 11.16) — with any :mod:`optax` optimizer. The steps
+run in jitted chunks of ``lax.scan`` from a host loop, so a progress bar and a
+logger see the loss between chunks and a checkpoint is written after each.
+The randomness of step ``t`` is a function of ``(rng_key, t)`` alone, so the
+result is **bitwise identical for any** ``chunk_size`` and a run resumed from a
+checkpoint continues exactly where it stopped.
+
+Checkpoints are msgpack (:func:`flax.serialization.to_bytes`), never pickle,
+written atomically (a temporary file, then :func:`os.replace`), so a crash
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from ebm_jax._validation import check_callable, check_finite_array, check_int, check_key
+from ebm_jax.types import Array, ArrayTree, PRNGKey
+
+CHECKPOINT_FORMAT = "ebm_jax.training"
+CHECKPOINT_VERSION = 1
+
+LossFn = Callable[..., Any]
+"""``(params, rng_key, batch) -> loss``, or with a loss state
+``(params, rng_key, batch, loss_state) -> (loss, new_loss_state)``."""
+
+DataFn = Callable[[PRNGKey, int], ArrayTree]
+"""``(rng_key, batch_size) -> batch`` with a leading ``batch_size`` axis."""
+
+LogFn = Callable[[int, dict[str, float]], None]
+"""``(step, metrics) -> None``, called on the host after each chunk."""
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+      step: ``int32`` scalar, the number of steps done.
+      params: the model parameters (a pytree of floating arrays).
+      opt_state: the optax optimizer state.
+      loss_state: the state of a stateful loss (e.g. persistent sampler
+        chains), or ``None``.
+    """
+
+    step: Array
+    params: ArrayTree
+    opt_state: optax.OptState
+    loss_state: ArrayTree
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the trained parameters.
+      opt_state: the final optimizer state.
+      loss_state: the final loss state (``None`` for a stateless loss).
+      losses: ``(num_steps,)`` the loss at every step, before its update
+        (resumed runs include the steps done before the checkpoint).
+      state: the final :class:`TrainState`, to continue from.
+    """
+
+    params: ArrayTree
+    opt_state: optax.OptState
+    loss_state: ArrayTree
+    losses: Array
+    state: TrainState
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+      state: the restored pytree (a :class:`TrainState` for :func:`fit`'s files).
+      losses: the loss history saved with it (a NumPy array).
+      header: the header dict: ``format``, ``version``, ``step`` and the
+        metadata given to :func:`save_checkpoint`.
+    """
+
+    state: Any
+    losses: np.ndarray
+    header: dict[str, Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or its gradient became NaN/inf during :func:`fit`.
+
+    The state stopped updating at the bad step, so ``last_good_state`` is the
+    state just before it (its ``step`` equals ``step``) and no checkpoint was
+    written for the chunk containing it: the last checkpoint on disk is the
+    last one written before.
+
+    Attributes:
+      step: the 0-based index of the first step with a non-finite loss or
+        gradient.
+      last_good_state: the :class:`TrainState` before that step.
+      losses: the loss history of the steps before it.
+    """
+
+    def __init__(self, step: int, last_good_state: TrainState, losses: np.ndarray) -> None:
+        super().__init__(
+            f"the loss or its gradient is not finite at step {step}; training stopped. "
+            "The state before that step is in .last_good_state and the last checkpoint "
+            "(if any) was kept. Lower the learning rate, clip gradients "
+            "(optax.clip_by_global_norm) or check the data and the model."
+        )
+        self.step = step
+        self.last_good_state = last_good_state
+        self.losses = losses
+
+
+def _all_finite(tree: ArrayTree) -> Array:
+    leaves = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return functools.reduce(jnp.logical_and, leaves, jnp.array(True))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "loss_fn",
+        "optimizer",
+        "data_fn",
+        "batch_size",
+        "num_chunk_steps",
+        "stateful",
+    ),
+)
+def _run_chunk(
+    state: TrainState,
+    rng_key: PRNGKey,
+    dataset: ArrayTree | None,
+    *,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    data_fn: DataFn | None,
+    batch_size: int,
+    num_chunk_steps: int,
+    stateful: bool,
+) -> tuple[TrainState, Array, Array]:
+    """``num_chunk_steps`` optimizer steps from ``state.step``.
+
+    Returns the state, the per-step losses and the first step whose loss or
+    gradient was not finite (``-1`` if none); from that step on the state is
+    frozen.
+    """
+    step_root, epoch_root = jax.random.split(rng_key)
+    start = state.step
+
+    if dataset is not None:
+        num_examples = jax.tree.leaves(dataset)[0].shape[0]
+        steps_per_epoch = num_examples // batch_size
+
+        def epoch_permutation(epoch: Array) -> Array:
+            return jax.random.permutation(jax.random.fold_in(epoch_root, epoch), num_examples)
+
+        # A function of the epoch alone, so chunks may start anywhere in an epoch.
+        permutation = epoch_permutation(start // steps_per_epoch)
+    else:
+        permutation = jnp.zeros((0,), jnp.int32)
+
+    def body(
+        carry: tuple[TrainState, Array, Array], step: Array
+    ) -> tuple[tuple[TrainState, Array, Array], Array]:
+        state, permutation, bad_step = carry
+        batch_key, loss_key = jax.random.split(jax.random.fold_in(step_root, step))
+        if dataset is None:
+            assert data_fn is not None
+            batch = data_fn(batch_key, batch_size)
+        else:
+            epoch, position = jnp.divmod(step, steps_per_epoch)
+            permutation = jax.lax.cond(
+                position == 0, epoch_permutation, lambda _: permutation, epoch
+            )
+            indices = jax.lax.dynamic_slice_in_dim(permutation, position * batch_size, batch_size)
+            batch = jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), dataset)
+
+        if stateful:
+            (loss, loss_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, loss_key, batch, state.loss_state
+            )
+        else:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params, loss_key, batch)
+            loss_state = state.loss_state
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        updated = TrainState(state.step + 1, params, opt_state, loss_state)
+
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        keep_going = finite & (bad_step < 0)
+        state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old), updated, state)
+        bad_step = jnp.where((bad_step < 0) & ~finite, step, bad_step)
+        return (state, permutation, bad_step), loss
+
+    steps = start + jnp.arange(num_chunk_steps, dtype=start.dtype)
+    carry = (state, permutation, jnp.array(-1, start.dtype))
+    (state, _, bad_step), losses = jax.lax.scan(body, carry, steps)
+    return state, losses, bad_step
+
+
+def _plain(value: Any) -> Any:
+    """Header values as msgpack returns them (tuples and arrays become lists)."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _atomic_write(path: str | os.PathLike[str], payload: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(
+        dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state: Any,
+    losses: Any = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a training state to ``path`` as msgpack, atomically.
+
+    The file is a msgpack map ``{"header", "state", "losses"}`` readable by
+    :func:`flax.serialization.msgpack_restore` (never pickle). It is written
+    to a temporary file in the same directory and moved over ``path`` with
+    :func:`os.replace`, so ``path`` always holds a complete checkpoint.
+
+    Args:
+      path: the file to write.
+      state: a pytree of arrays, typically a :class:`TrainState` (arrays
+        only: store a PRNG key as :func:`jax.random.key_data`).
+      losses: the loss history to store with it (default: none).
+      metadata: extra header entries (ints, floats, strings, lists of them),
+        checked by :func:`load_checkpoint` with ``expected_metadata``.
+
+    Examples:
+      >>> import os, tempfile
+      >>> import jax.numpy as jnp
+      >>> from ebm_jax import training
+      >>> state = {"w": jnp.arange(3.0)}
+      >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.msgpack")
+      >>> training.save_checkpoint(path, state, metadata={"batch_size": 8})
+      >>> restored = training.load_checkpoint(path, state, expected_metadata={"batch_size": 8})
+      >>> restored.state["w"]
+      Array([0., 1., 2.], dtype=float32)
+    """
+    header: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    step = getattr(state, "step", None)
+    if step is not None:
+        header["step"] = int(step)
+    for name, value in (metadata or {}).items():
+        if name in ("format", "version", "step"):
+            raise ValueError(f"metadata may not set the reserved header entry {name!r}")
+        header[name] = _plain(value)
+    history = np.zeros((0,), np.float32) if losses is None else np.asarray(losses)
+    payload = {
+        "header": header,
+        "state": serialization.to_state_dict(jax.device_get(state)),
+        "losses": history,
+    }
+    _atomic_write(path, serialization.msgpack_serialize(payload))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    template: Any,
+    *,
+    expected_metadata: Mapping[str, Any] | None = None,
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (or :func:`fit`).
+
+    Args:
+      path: the file to read.
+      template: a pytree with the structure, shapes and dtypes of the saved
+        state (e.g. a freshly initialised :class:`TrainState`).
+      expected_metadata: header entries that must match, e.g.
+        ``{"batch_size": 64}``.
+
+    Returns:
+      A :class:`Checkpoint` whose ``state`` has the structure of ``template``
+      (JAX arrays) and whose ``losses`` is the saved history.
+
+    Raises:
+      ValueError: the file is not an ebm_jax checkpoint, has another format
+        version, a header entry differs from ``expected_metadata``, or the
+        saved state does not match ``template``.
+    """
+    with open(path, "rb") as handle:
+        payload = serialization.msgpack_restore(handle.read())
+    if not isinstance(payload, dict) or not {"header", "state", "losses"} <= payload.keys():
+        raise ValueError(f"checkpoint_path {path!s} is not an ebm_jax checkpoint")
+    header = payload["header"]
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint_path {path!s} has format {header.get('format')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r}"
+        )
+    if header.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"checkpoint_path {path!s} has format version {header.get('version')!r}; "
+            f"this ebm_jax reads version {CHECKPOINT_VERSION}"
+        )
+    for name, expected in (expected_metadata or {}).items():
+        found = header.get(name)
+        if found != _plain(expected):
+            raise ValueError(
+                f"checkpoint_path {path!s} was written with {name}={found!r}, but this run "
+                f"has {name}={_plain(expected)!r}; use a new checkpoint_path or resume=False"
+            )
+    try:
+        state = serialization.from_state_dict(template, payload["state"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"checkpoint_path {path!s} does not match the template's structure: {exc}"
+        ) from exc
+    saved, expected_leaves = jax.tree.leaves(state), jax.tree.leaves(template)
+    for index, (leaf, reference) in enumerate(zip(saved, expected_leaves, strict=True)):
+        saved_dtype, expected_dtype = jnp.asarray(leaf).dtype, jnp.asarray(reference).dtype
+        if np.shape(leaf) != np.shape(reference) or saved_dtype != expected_dtype:
+            raise ValueError(
+                f"checkpoint_path {path!s} does not match the template: leaf {index} has "
+                f"shape {np.shape(leaf)} and dtype {saved_dtype}, expected "
+                f"{np.shape(reference)} and {expected_dtype}"
+            )
+    state = jax.tree.map(jnp.asarray, state)
+    return Checkpoint(state, np.asarray(payload["losses"]), header)
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
+            f"got {type(optimizer).__name__}"
+        )
+
+
+def _check_params(params: Any) -> None:
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must be a non-empty pytree of arrays")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(
+                f"params must hold floating-point arrays, got dtype {jnp.result_type(leaf)}"
+            )
+        check_finite_array(leaf, "params")
+
+
+def _prepare_data(
+    data: Any, batch_size: int, rng_key: PRNGKey
+) -> tuple[ArrayTree | None, DataFn | None, ArrayTree, int]:
+    """The dataset (or data function), the abstract batch, and the number of examples.
+
+    ``num_examples`` is ``-1`` for a data function.
+    """
+    if callable(data):
+        try:
+            batch = jax.eval_shape(lambda key: data(key, batch_size), rng_key)
+        except Exception as exc:  # re-raised with the argument named
+            raise ValueError(f"data(rng_key, batch_size={batch_size}) failed: {exc}") from exc
+        for leaf in jax.tree.leaves(batch):
+            if leaf.shape[:1] != (batch_size,):
+                raise ValueError(
+                    f"data(rng_key, batch_size) must return arrays with a leading axis of "
+                    f"batch_size={batch_size}, got shape {leaf.shape}"
+                )
+        return None, data, batch, -1
+
+    if isinstance(data, (list, np.ndarray, jax.Array)):
+        data = jnp.asarray(data)
+    leaves = jax.tree.leaves(data)
+    if not leaves or any(not isinstance(leaf, (np.ndarray, jax.Array)) for leaf in leaves):
+        raise TypeError(
+            "data must be an array of shape (num_examples, *event_shape), a pytree of such "
+            "arrays, or a function data(rng_key, batch_size) -> batch; "
+            f"got {type(data).__name__}"
+        )
+    dataset = jax.tree.map(jnp.asarray, data)
+    leaves = jax.tree.leaves(dataset)
+    if any(leaf.ndim == 0 for leaf in leaves):
+        raise ValueError("data arrays must have a leading num_examples axis; got a scalar")
+    num_examples = leaves[0].shape[0]
+    if any(leaf.shape[0] != num_examples for leaf in leaves):
+        raise ValueError(
+            "data arrays must share their leading num_examples axis, got shapes "
+            f"{[leaf.shape for leaf in leaves]}"
+        )
+    if num_examples == 0:
+        raise ValueError("data is empty: it has 0 examples")
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the dataset (num_examples={num_examples}); "
+            "minibatches are drawn without replacement"
+        )
+    for leaf in leaves:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            check_finite_array(leaf, "data")
+    batch = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct((batch_size, *leaf.shape[1:]), leaf.dtype), dataset
+    )
+    return dataset, None, batch, num_examples
+
+
+def _check_loss(
+    loss_fn: LossFn, params: ArrayTree, rng_key: PRNGKey, batch: ArrayTree, loss_state: ArrayTree
+) -> np.dtype:
+    """``loss_fn`` returns a real scalar (and a matching loss state); returns its dtype."""
+    stateful = loss_state is not None
+    arguments = (params, rng_key, batch, loss_state) if stateful else (params, rng_key, batch)
+    try:
+        output = jax.eval_shape(loss_fn, *arguments)
+    except Exception as exc:  # re-raised with the argument named
+        form = "(params, rng_key, batch, loss_state)" if stateful else "(params, rng_key, batch)"
+        raise ValueError(f"loss_fn{form} failed on one batch: {exc}") from exc
+    if stateful:
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
+            raise ValueError(
+                "with loss_state, loss_fn must return (loss, new_loss_state), "
+                f"got {type(output).__name__}"
+            )
+        loss, new_loss_state = output
+        expected = jax.eval_shape(lambda: loss_state)
+        new_structure = jax.tree.structure(new_loss_state)
+        same_structure = new_structure == jax.tree.structure(expected)  # type: ignore[operator]
+        if not same_structure or any(
+            (new.shape, new.dtype) != (old.shape, old.dtype)
+            for new, old in zip(
+                jax.tree.leaves(new_loss_state), jax.tree.leaves(expected), strict=True
+            )
+        ):
+            raise ValueError(
+                "loss_fn must return a new_loss_state with the structure, shapes and dtypes "
+                f"of loss_state: got {new_loss_state}, expected {expected}"
+            )
+    else:
+        loss = output
+    if not hasattr(loss, "shape") or loss.shape != ():
+        shape = getattr(loss, "shape", type(loss).__name__)
+        raise ValueError(f"loss_fn must return a scalar loss, got shape {shape}")
+    if not jnp.issubdtype(loss.dtype, jnp.floating):
+        raise TypeError(f"loss_fn must return a floating-point loss, got dtype {loss.dtype}")
+    return np.dtype(loss.dtype)
+
+
+def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the progress bar is optional
+        return None
+    return tqdm(total=total, initial=initial, unit="step", desc="fit", dynamic_ncols=True)
+
+
+def fit(
+    rng_key: PRNGKey,
+    loss_fn: LossFn,
+    params: ArrayTree,
+    optimizer: optax.GradientTransformation,
+    data: ArrayTree | DataFn,
+    *,
+    num_steps: int,
+    batch_size: int,
+    chunk_size: int = 100,
+    loss_state: ArrayTree = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log_fn: LogFn | None = None,
+) -> FitResult:
+    """Minimise a minibatch loss with an optax optimizer, in jitted ``lax.scan`` chunks.
+
+    Each step draws a batch :math:`B_t` and a key :math:`\\xi_t`, evaluates
+    the loss and its gradient, and applies the optimizer:
+
+    .. math::
+
+       g_t = \\nabla_\\theta L(\\theta_t; \\xi_t, B_t), \\qquad
+       (u_t, o_{t+1}) = \\mathrm{update}(g_t, o_t, \\theta_t), \\qquad
+       \\theta_{t+1} = \\theta_t + u_t,
+
+    a stochastic-gradient estimate of the lecture's "learning = minimise a
+    divergence" (§11.1), e.g. the score-matching objective (11.2) or the
+    denoising objective (11.16). With ``rng_key`` split into
+    ``(step_root, epoch_root)``, step ``t`` uses
+    ``batch_key, loss_key = split(fold_in(step_root, t))``; with an array
+    dataset, epoch ``e`` visits the examples in the order
+    ``permutation(fold_in(epoch_root, e), num_examples)``, ``batch_size`` at a
+    time, dropping the incomplete last batch (each example at most once per
+    epoch). Results therefore depend on ``rng_key`` only, not on
+    ``chunk_size`` nor on where a run was interrupted and resumed.
+
+    The chunk function is compiled once per (``loss_fn``, ``optimizer``,
+    ``data`` function, shapes, chunk length): a later call with the same
+    objects reuses it, and a shorter last chunk compiles once more.
+
+    If the loss or its gradient becomes NaN/inf, the state stops updating at
+    that step; after the chunk a :class:`NonFiniteLossError` is raised naming
+    the step and carrying the last good state, and no checkpoint is written
+    for that chunk, so the previous one stays on disk.
+
+    Args:
+      rng_key: a single key (``jax.random.key(seed)``).
+      loss_fn: ``loss_fn(params, rng_key, batch) -> scalar``, as returned by
+        the :mod:`ebm_jax.losses` factories; with ``loss_state``,
+        ``loss_fn(params, rng_key, batch, loss_state) -> (loss, new_loss_state)``
+        (differentiated in ``params`` only; e.g. persistent contrastive
+        divergence, whose sampler chains ride in the loss state).
+      params: the initial parameters (finite floating arrays).
+      optimizer: an :class:`optax.GradientTransformation`.
+      data: an array dataset of shape ``(num_examples, *event_shape)`` (or a
+        pytree of arrays sharing the leading axis), sampled in minibatches
+        without replacement; or a function ``data(rng_key, batch_size) ->
+        batch``, e.g. a toy sampler, drawing a fresh batch every step.
+      num_steps: total optimizer steps (including those of a resumed
+        checkpoint).
+      batch_size: examples per step (``<= num_examples`` for a dataset).
+      chunk_size: steps per jitted chunk; progress, logging and checkpoints
+        happen between chunks. Does not change the result.
+      loss_state: the initial loss state; ``None`` for a stateless loss
+        (pass ``()`` for a stateful loss with nothing to carry).
+      checkpoint_path: if given, the run is checkpointed there after every
+        chunk (see :func:`save_checkpoint`).
+      resume: if ``checkpoint_path`` exists, continue from it (its
+        ``batch_size``, dataset size and ``rng_key`` must match); otherwise
+        start afresh and overwrite it.
+      progress: show a tqdm bar with the running loss; default only on a
+        terminal. Silently off when tqdm is not installed.
+      log_fn: ``log_fn(step, metrics)``, called after each chunk with
+        ``metrics = {"step": steps done, "loss": mean loss over the chunk}``.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      NonFiniteLossError: the loss or a gradient became NaN/inf.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from ebm_jax import training
+      >>> data = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+      >>> def loss_fn(params, rng_key, batch):
+      ...     return 0.5 * jnp.mean(jnp.sum((batch - params["mean"]) ** 2, axis=-1))
+      >>> result = training.fit(
+      ...     jax.random.key(0), loss_fn, {"mean": jnp.zeros(2)}, optax.sgd(0.5), data,
+      ...     num_steps=60, batch_size=3)
+      >>> result.params["mean"].round(2), result.losses.shape
+      (Array([3., 2.], dtype=float32), (60,))
+
+    References:
+      Robbins & Monro (1951), *A stochastic approximation method*; Kingma & Ba
+      (2015), *Adam: a method for stochastic optimization*, arXiv:1412.6980.
+    """
+    check_key(rng_key)
+    check_callable(loss_fn, "loss_fn")
+    _check_optimizer(optimizer)
+    num_steps = check_int(num_steps, "num_steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    chunk_size = check_int(chunk_size, "chunk_size", 1)
+    if log_fn is not None:
+        check_callable(log_fn, "log_fn")
+    _check_params(params)
+    if checkpoint_path is not None:
+        directory = os.path.dirname(os.path.abspath(checkpoint_path))
+        if not os.path.isdir(directory):
+            raise ValueError(f"checkpoint_path's directory {directory} does not exist")
+
+    dataset, data_fn, batch, num_examples = _prepare_data(data, batch_size, rng_key)
+    loss_dtype = _check_loss(loss_fn, params, rng_key, batch, loss_state)
+
+    stateful = loss_state is not None
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), loss_state)
+    metadata = {
+        "batch_size": batch_size,
+        "num_examples": num_examples,
+        "rng_key": np.asarray(jax.random.key_data(rng_key)).ravel(),
+    }
+    history = [np.zeros((0,), loss_dtype)]
+    if checkpoint_path is not None and resume and os.path.exists(checkpoint_path):
+        checkpoint = load_checkpoint(checkpoint_path, state, expected_metadata=metadata)
+        state, history = checkpoint.state, [checkpoint.losses.astype(loss_dtype)]
+        if int(state.step) > num_steps:
+            raise ValueError(
+                f"checkpoint_path {checkpoint_path!s} already holds {int(state.step)} steps, "
+                f"more than num_steps={num_steps}"
+            )
+        if len(checkpoint.losses) != int(state.step):
+            raise ValueError(
+                f"checkpoint_path {checkpoint_path!s} is inconsistent: "
+                f"{len(checkpoint.losses)} losses for {int(state.step)} steps"
+            )
+
+    done = int(state.step)
+    bar = _progress_bar(progress, num_steps, done)
+    run = functools.partial(
+        _run_chunk,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        data_fn=data_fn,
+        batch_size=batch_size,
+        stateful=stateful,
+    )
+    try:
+        while done < num_steps:
+            length = min(chunk_size, num_steps - done)
+            new_state, chunk_losses, bad_step = run(state, rng_key, dataset, num_chunk_steps=length)
+            chunk_losses = np.asarray(chunk_losses)
+            bad = int(bad_step)
+            if bad >= 0:
+                good = np.concatenate([*history, chunk_losses[: bad - done]])
+                raise NonFiniteLossError(bad, new_state, good)
+            state = new_state
+            history.append(chunk_losses)
+            done += length
+            mean_loss = float(np.mean(chunk_losses))
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, state, np.concatenate(history), metadata=metadata)
+            if bar is not None:
+                bar.update(length)
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+            if log_fn is not None:
+                log_fn(done, {"step": done, "loss": mean_loss})
+    finally:
+        if bar is not None:
+            bar.close()
+
+    losses = jnp.asarray(np.concatenate(history))
+    return FitResult(state.params, state.opt_state, state.loss_state, losses, state)
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "DataFn",
+    "FitResult",
+    "LogFn",
+    "LossFn",
+    "NonFiniteLossError",
+    "TrainState",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
