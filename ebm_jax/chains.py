@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ebm_jax._progress import progress_bar
 from ebm_jax._validation import check_int, check_key
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.types import Array, ArrayLike, PRNGKey
@@ -165,18 +166,6 @@ def _shard(tree: Any, mesh: Mesh | None) -> Any:
     return jax.tree.map(lambda leaf: jax.device_put(leaf, sharding), tree)
 
 
-def _progress_bar(progress: bool | None, total: int) -> Any:
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the progress bar is optional
-        return None
-    return tqdm(total=total, unit="step", desc="run_chains", dynamic_ncols=True)
-
-
 def run_chains(
     rng_key: PRNGKey,
     algorithm: SamplingAlgorithm | Callable[..., SamplingAlgorithm],
@@ -302,7 +291,7 @@ def run_chains(
     total = num_burnin + num_steps
     if chunk_size is None:
         chunk_size = max(1, math.ceil(total / 100)) if _wants_bar(progress) else total
-    bar = _progress_bar(progress, total)
+    bar = progress_bar(progress, total, desc="run_chains")
     run = functools.partial(
         _run_segment, algorithm=algorithm, has_parameters=has_parameters, stream=False
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from ebm_jax._progress import progress_bar
 from ebm_jax._validation import check_callable, check_finite_array, check_int, check_key
 from ebm_jax.types import Array, ArrayTree, PRNGKey
 
@@ -478,18 +478,6 @@ def _check_loss(
     return np.dtype(loss.dtype)
 
 
-def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the progress bar is optional
-        return None
-    return tqdm(total=total, initial=initial, unit="step", desc="fit", dynamic_ncols=True)
-
-
 def fit(
     rng_key: PRNGKey,
     loss_fn: LossFn,
@@ -629,7 +617,7 @@ def fit(
             )
 
     done = int(state.step)
-    bar = _progress_bar(progress, num_steps, done)
+    bar = progress_bar(progress, num_steps, desc="fit", initial=done)
     run = functools.partial(
         _run_chunk,
         loss_fn=loss_fn,
