@@ -19,6 +19,14 @@ def is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def as_floating(value: Any) -> jax.Array:
+    """``value`` as an array, integers promoted to the default float dtype (traceable)."""
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(jnp.result_type(float))
+    return array
+
+
 def check_callable(value: Any, name: str) -> None:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ebm_jax._validation import check_callable, check_int
+from ebm_jax._validation import as_floating, check_callable, check_int
 from ebm_jax.types import Array, ArrayLike, PRNGKey
 
 VectorFn = Callable[[Array], Array]
@@ -51,13 +51,6 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def _check_probe(probe: str) -> None:
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
-
-
-def _as_point(x: ArrayLike) -> Array:
-    point = jnp.asarray(x)
-    if not jnp.issubdtype(point.dtype, jnp.floating):
-        point = point.astype(jnp.result_type(float))
-    return point
 
 
 def _check_vector_fn(vector_fn: VectorFn, x: Array) -> None:
@@ -150,7 +143,7 @@ def value_and_jvps(vector_fn: VectorFn, x: ArrayLike, tangents: Array) -> tuple[
       (Array([1., 9.], dtype=float32), Array([[2., 0.],
              [0., 6.]], dtype=float32))
     """
-    point = _as_point(x)
+    point = as_floating(x)
     _check_vector_fn(vector_fn, point)
     tangents = jnp.asarray(tangents, point.dtype)
     if tangents.shape[1:] != point.shape:
@@ -199,7 +192,7 @@ def value_and_exact_divergence(vector_fn: VectorFn, x: ArrayLike) -> tuple[Array
       >>> trace.value_and_exact_divergence(lambda x: x**2, jnp.array([1.0, 3.0]))
       (Array([1., 9.], dtype=float32), Array(8., dtype=float32))
     """
-    return _flat_jacobian_diagonal_sum(vector_fn, _as_point(x))
+    return _flat_jacobian_diagonal_sum(vector_fn, as_floating(x))
 
 
 def exact_divergence(vector_fn: VectorFn, x: ArrayLike) -> Array:
@@ -274,7 +267,7 @@ def hutchinson_divergence(
     References:
       Hutchinson (1989).
     """
-    point = _as_point(x)
+    point = as_floating(x)
     _check_vector_fn(vector_fn, point)
     probes = sample_probes(rng_key, point.shape, num_probes, probe, point.dtype)
     _, products = _value_and_jvps(vector_fn, point, probes)
@@ -338,7 +331,7 @@ def hutchpp_divergence(
     if num_matvecs % 3:
         raise ValueError(f"num_matvecs must be a positive multiple of 3, got {num_matvecs}")
     _check_probe(probe)
-    point = _as_point(x)
+    point = as_floating(x)
     _check_vector_fn(vector_fn, point)
     size = point.size
     num_sketch = num_matvecs // 3

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebm_jax._validation import (
+    as_floating,
     check_callable,
     check_finite_array,
     check_inverse_mass_matrix,
@@ -56,13 +57,6 @@ class MetropolisWithinGibbsState(NamedTuple):
 
 GibbsInfo = MHInfo
 """The info of every Gibbs kernel; the exact ones report ``acceptance_rate`` 1."""
-
-
-def _float_position(position: ArrayLike) -> Array:
-    position = jnp.asarray(position)
-    if not jnp.issubdtype(position.dtype, jnp.floating):
-        position = position.astype(jnp.result_type(float))
-    return position
 
 
 def _check_real_scalar(value: Any, name: str) -> Array:
@@ -142,7 +136,7 @@ def gaussian_gibbs(mean: ArrayLike, precision: ArrayLike) -> SamplingAlgorithm:
     dim = mean.size
 
     def init_fn(position: ArrayLike) -> GibbsState:
-        position = _float_position(position)
+        position = as_floating(position)
         if position.shape != mean.shape:
             raise ValueError(
                 f"position must have shape {mean.shape} like mean, got {position.shape}"
@@ -204,7 +198,7 @@ def ising_gibbs(coupling: ArrayLike, field: ArrayLike = 0.0) -> SamplingAlgorith
     field = _check_real_scalar(field, "field")
 
     def init_fn(position: ArrayLike) -> GibbsState:
-        position = _float_position(position)
+        position = as_floating(position)
         if position.ndim != 2 or any(side < 2 or side % 2 for side in position.shape):
             raise ValueError(
                 "position must be a 2-D spin array with even sides >= 2 (checkerboard "
@@ -278,7 +272,7 @@ def metropolis_within_gibbs(logdensity_fn: LogDensityFn, scale: ArrayLike) -> Sa
     check_positive_scalar(scale, "scale")
 
     def init_fn(position: ArrayLike) -> MetropolisWithinGibbsState:
-        position = _float_position(position)
+        position = as_floating(position)
         try:
             broadcast = np.broadcast_shapes(jnp.shape(scale), position.shape)
         except ValueError:
