@@ -60,6 +60,16 @@ LOSSES = {
         ENERGY_PARAMS,
     ),
     "denoising": (lambda: losses.denoising_score_matching(mlp_score, 0.1), SCORE_PARAMS),
+    "contrastive_divergence": (
+        lambda: losses.contrastive_divergence(mlp_logdensity, step_size=0.1, num_steps=2),
+        ENERGY_PARAMS,
+    ),
+    "contrastive_divergence_regularised": (
+        lambda: losses.contrastive_divergence(
+            mlp_logdensity, step_size=0.1, num_steps=2, regularization=0.1
+        ),
+        ENERGY_PARAMS,
+    ),
 }
 DETERMINISTIC = {"score_matching", "score_matching_score_fn"}
 
@@ -130,6 +140,50 @@ BAD_FACTORY_CALLS = [
         "variance_reduction",
     ),
     (lambda: losses.denoising_score_matching(None, 0.1), TypeError, "score_fn"),
+    (lambda: losses.contrastive_divergence(mlp_logdensity), TypeError, "step_size.*sampler"),
+    (lambda: losses.contrastive_divergence(None, step_size=0.1), TypeError, "logdensity_fn"),
+    (
+        lambda: losses.contrastive_divergence(mlp_logdensity, step_size=0.1, sampler=print),
+        TypeError,
+        "sampler or step_size",
+    ),
+    (lambda: losses.contrastive_divergence(mlp_logdensity, sampler=1), TypeError, "sampler"),
+    (
+        lambda: losses.contrastive_divergence(mlp_logdensity, step_size=-1.0),
+        ValueError,
+        "step_size",
+    ),
+    (
+        lambda: losses.contrastive_divergence(mlp_logdensity, step_size=0.1, num_steps=0),
+        ValueError,
+        "num_steps",
+    ),
+    (
+        lambda: losses.contrastive_divergence(mlp_logdensity, step_size=0.1, regularization=-1.0),
+        ValueError,
+        "regularization",
+    ),
+    (
+        lambda: losses.persistent_contrastive_divergence(
+            mlp_logdensity, step_size=0.1, reinit_probability=1.0
+        ),
+        ValueError,
+        "reinit_probability",
+    ),
+    (
+        lambda: losses.persistent_contrastive_divergence(
+            mlp_logdensity, step_size=0.1, num_negatives=0
+        ),
+        ValueError,
+        "num_negatives",
+    ),
+    (
+        lambda: losses.persistent_contrastive_divergence(
+            mlp_logdensity, step_size=0.1, reinit_fn="noise"
+        ),
+        TypeError,
+        "reinit_fn",
+    ),
     (lambda: losses.denoising_score_matching(mlp_score, 0.0), ValueError, "sigma"),
     (lambda: losses.denoising_score_matching(mlp_score, -1.0), ValueError, "sigma"),
     (lambda: losses.denoising_score_matching(mlp_score, float("nan")), ValueError, "sigma"),
@@ -152,6 +206,8 @@ def test_model_shape_errors_are_named():
         losses.score_matching(vector_logdensity)(1.0, key, BATCH)
     with pytest.raises(ValueError, match="logdensity_fn"):
         losses.sliced_score_matching(vector_logdensity)(1.0, key, BATCH)
+    with pytest.raises(ValueError, match="logdensity_fn"):
+        losses.contrastive_divergence(vector_logdensity, step_size=0.1)(1.0, key, BATCH)
     truncated_score = lambda params, x: x[:2] * params
     with pytest.raises(ValueError, match="score_fn"):
         losses.score_matching(score_fn=truncated_score)(1.0, key, BATCH)

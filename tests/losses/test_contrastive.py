@@ -1,0 +1,184 @@
+"""Contrastive divergence: the surrogate, its gradient, persistent chains and replay buffers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ebm_jax.losses as losses
+from ebm_jax import training
+from ebm_jax.samplers.base import SamplingAlgorithm
+from ebm_jax.samplers.gibbs import GibbsState
+from ebm_jax.samplers.proposal import MHInfo
+from tests.helpers import Z
+
+
+def gaussian_logdensity(mean, x):
+    """Unit-variance Gaussian with a learnable mean: grad_mean f = x - mean."""
+    return -0.5 * jnp.sum((x - mean) ** 2)
+
+
+def shift_sampler(params):
+    """A deterministic 'kernel' x -> x + params that depends on the parameters."""
+
+    def step(rng_key, state):
+        del rng_key
+        info = MHInfo(jnp.ones(()), jnp.array(True), jnp.array(False))
+        return GibbsState(state.position + params), info
+
+    return SamplingAlgorithm(GibbsState, step)
+
+
+def test_surrogate_value_and_stopped_gradient_with_known_negatives():
+    """With x⁻ = x⁺ + kμ the value is closed-form and ∇μ L = mean x⁻ − mean x⁺ = kμ.
+
+    Without the stop-gradient through the chains, the gradient would also
+    carry ∂x⁻/∂μ = k and differ.
+    """
+    num_steps, alpha = 3, 0.2
+    mean = jnp.array([0.5, -1.0])
+    batch = jnp.asarray(np.random.default_rng(0).normal(size=(16, 2)), jnp.float32)
+    loss_fn = losses.contrastive_divergence(
+        gaussian_logdensity, sampler=shift_sampler, num_steps=num_steps, regularization=alpha
+    )
+    negatives = batch + num_steps * mean
+    f_pos = -0.5 * np.sum((np.asarray(batch) - np.asarray(mean)) ** 2, axis=1)
+    f_neg = -0.5 * np.sum((np.asarray(negatives) - np.asarray(mean)) ** 2, axis=1)
+    expected = f_neg.mean() - f_pos.mean() + alpha * (np.mean(f_pos**2) + np.mean(f_neg**2))
+    value, gradient = jax.value_and_grad(loss_fn)(mean, jax.random.key(0), batch)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    pos, neg, mu = np.asarray(batch), np.asarray(negatives), np.asarray(mean)
+    expected_gradient = (neg.mean(0) - pos.mean(0)) + 2 * alpha * (
+        np.mean(f_pos[:, None] * (pos - mu), axis=0) + np.mean(f_neg[:, None] * (neg - mu), axis=0)
+    )
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-5)
+
+    plain = losses.contrastive_divergence(gaussian_logdensity, sampler=shift_sampler, num_steps=3)
+    np.testing.assert_allclose(
+        jax.grad(plain)(mean, jax.random.key(0), batch), num_steps * mean, rtol=1e-5
+    )
+
+
+def test_long_cd_chains_give_the_likelihood_gradient():
+    """CD-k with mixed MALA chains: E[∇L] = μ − mean(x⁺), the gradient of the mean NLL.
+
+    Each of the N chains contributes one independent draw of x⁻ ~ N(μ, I), so
+    the estimate's standard error is 1/√N per coordinate.
+    """
+    num_chains = 1024
+    mean = jnp.array([0.3, -0.2])
+    batch = jax.random.normal(jax.random.key(1), (num_chains, 2)) + jnp.array([1.0, -1.0])
+    loss_fn = losses.contrastive_divergence(gaussian_logdensity, step_size=0.5, num_steps=60)
+    gradient = jax.jit(jax.grad(loss_fn))(mean, jax.random.key(2), batch)
+    exact = mean - jnp.mean(batch, axis=0)
+    assert np.all(np.abs(np.asarray(gradient - exact)) < Z / np.sqrt(num_chains))
+
+    # CD-1 with a tiny step barely moves the chains: the gradient collapses to ~0.
+    short = losses.contrastive_divergence(gaussian_logdensity, step_size=1e-4, num_steps=1)
+    tiny = jax.grad(short)(mean, jax.random.key(2), batch)
+    assert float(jnp.max(jnp.abs(tiny))) < 0.1 * float(jnp.max(jnp.abs(exact)))
+
+
+def test_replay_buffer_keeps_the_reinitialisation_fraction():
+    buffer_size, num_negatives, probability, num_updates = 2000, 100, 0.05, 60
+    pcd = losses.persistent_contrastive_divergence(
+        gaussian_logdensity,
+        sampler=shift_sampler,
+        num_negatives=num_negatives,
+        reinit_probability=probability,
+        reinit_fn=lambda key: jnp.full((2,), 100.0),
+    )
+    chains = pcd.init(jnp.zeros((buffer_size, 2)))
+    batch = jnp.zeros((8, 2))
+
+    # One update with a zero shift: only restarted chains change, and only picked ones.
+    _, one = pcd.loss(jnp.zeros(2), jax.random.key(0), batch, chains)
+    changed = np.any(np.asarray(one.positions) != 0.0, axis=1)
+    assert changed.sum() == int(one.num_reinitialised) <= num_negatives
+    assert np.all(np.asarray(one.positions)[changed] == 100.0)
+
+    @jax.jit
+    def run(chains):
+        def body(chains, key):
+            return pcd.loss(jnp.zeros(2), key, batch, chains)[1], None
+
+        keys = jax.random.split(jax.random.key(1), num_updates)
+        return jax.lax.scan(body, chains, keys)[0]
+
+    final = run(chains)
+    draws = num_updates * num_negatives
+    fraction = int(final.num_reinitialised) / draws
+    binomial_se = np.sqrt(probability * (1 - probability) / draws)
+    assert abs(fraction - probability) < Z * binomial_se
+    assert int(final.num_updates) == num_updates
+
+
+def test_pcd_moves_all_chains_and_counts_nonfinite_proposals():
+    """Plain PCD moves every chain; NaN regions of f are rejected and counted, never stored."""
+
+    def nan_beyond_two(mean, x):
+        return jnp.where(x[0] > 2.0, jnp.nan, gaussian_logdensity(mean, x))
+
+    pcd = losses.persistent_contrastive_divergence(nan_beyond_two, step_size=1.0, num_steps=5)
+    chains = pcd.init(jnp.full((64, 2), 1.9))
+    loss, chains = jax.jit(pcd.loss)(jnp.zeros(2), jax.random.key(0), jnp.ones((4, 2)), chains)
+    positions = np.asarray(chains.positions)
+    assert np.isfinite(float(loss))
+    assert np.all(np.isfinite(positions)) and np.all(positions[:, 0] <= 2.0)
+    assert np.all(np.any(positions != 1.9, axis=1))
+    assert int(chains.num_nonfinite) > 0
+    assert 0.0 < float(chains.acceptance_rate) < 1.0
+
+
+def log_scale_gaussian(params, x):
+    """N(μ, σ²I) up to its normaliser, σ = exp(log_scale): PCD must learn Z's dependence on σ."""
+    return -0.5 * jnp.exp(-2.0 * params["log_scale"]) * jnp.sum((x - params["mean"]) ** 2)
+
+
+def test_pcd_trained_with_fit_reaches_the_maximum_likelihood_estimate():
+    """The MLE of an isotropic Gaussian is the sample mean and the pooled sample sd."""
+    data = jax.random.normal(jax.random.key(0), (4000, 2)) * 0.5 + jnp.array([2.0, -1.0])
+    pcd = losses.persistent_contrastive_divergence(log_scale_gaussian, step_size=0.05, num_steps=2)
+    params = {"mean": jnp.zeros(2), "log_scale": jnp.zeros(())}
+    optimizer = optax.adam(optax.cosine_decay_schedule(0.05, 1500, alpha=0.02))
+    result = training.fit(
+        jax.random.key(1),
+        pcd.loss,
+        params,
+        optimizer,
+        data,
+        num_steps=1500,
+        batch_size=200,
+        chunk_size=500,
+        loss_state=pcd.init(jnp.zeros((500, 2))),
+    )
+    mle_mean = np.asarray(jnp.mean(data, axis=0))
+    mle_scale = float(jnp.sqrt(jnp.mean((data - mle_mean) ** 2)))
+    np.testing.assert_allclose(result.params["mean"], mle_mean, atol=0.02)
+    np.testing.assert_allclose(np.exp(float(result.params["log_scale"])), mle_scale, rtol=0.02)
+    assert int(result.loss_state.num_updates) == 1500
+    assert 0.5 < float(result.loss_state.acceptance_rate) <= 1.0
+
+
+def test_persistent_errors_are_named():
+    pcd = losses.persistent_contrastive_divergence(
+        gaussian_logdensity, step_size=0.1, num_negatives=10
+    )
+    with pytest.raises(ValueError, match="num_negatives"):
+        pcd.init(jnp.zeros((5, 2)))
+    with pytest.raises(ValueError, match="initial_positions"):
+        pcd.init(jnp.full((20, 2), jnp.nan))
+    chains = pcd.init(jnp.zeros((20, 2)))
+    with pytest.raises(ValueError, match="event shape"):
+        pcd.loss(jnp.zeros(3), jax.random.key(0), jnp.zeros((4, 3)), chains)
+    bad_reinit = losses.persistent_contrastive_divergence(
+        gaussian_logdensity,
+        step_size=0.1,
+        reinit_probability=0.1,
+        reinit_fn=lambda key: jnp.zeros(3),
+    )
+    with pytest.raises(ValueError, match="reinit_fn"):
+        bad_reinit.loss(jnp.zeros(2), jax.random.key(0), jnp.zeros((4, 2)), chains)
