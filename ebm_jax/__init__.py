@@ -4,11 +4,23 @@ The core object is an unnormalised log-density ``logdensity_fn(x) -> scalar``
 (the lecture's :math:`f_\\theta`, :math:`p(x) = e^{f(x)}/Z`). Scores come from
 :func:`jax.grad` (eq. 11.1); samplers are pure ``(init, step)`` pairs that move
 one chain, and :func:`run_chains` runs thousands of them at once. Models are
-learned by score matching (:mod:`ebm_jax.losses`, :mod:`ebm_jax.trace`) with the
-optax loop of :mod:`ebm_jax.training`.
+learned by contrastive divergence or score matching (:mod:`ebm_jax.losses`,
+:mod:`ebm_jax.trace`) with the optax loop of :mod:`ebm_jax.training`; their
+partition functions come from :mod:`ebm_jax.partition` (annealed importance
+sampling) or exactly, for small RBMs.
 """
 
-from ebm_jax import data, densities, diagnostics, losses, models, samplers, trace, training
+from ebm_jax import (
+    data,
+    densities,
+    diagnostics,
+    losses,
+    models,
+    partition,
+    samplers,
+    trace,
+    training,
+)
 from ebm_jax.chains import ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
@@ -23,6 +35,7 @@ __all__ = [
     "from_energy",
     "losses",
     "models",
+    "partition",
     "run_chains",
     "samplers",
     "score",

@@ -15,7 +15,13 @@ from ebm_jax.samplers.adaptation import (
     window_schedule,
 )
 from ebm_jax.samplers.base import SamplingAlgorithm
-from ebm_jax.samplers.gibbs import gaussian_gibbs, ising_gibbs, metropolis_within_gibbs
+from ebm_jax.samplers.gibbs import (
+    BinaryGibbsState,
+    binary_gibbs,
+    gaussian_gibbs,
+    ising_gibbs,
+    metropolis_within_gibbs,
+)
 from ebm_jax.samplers.langevin import MALAInfo, MALAState, ULAInfo, ULAState, mala, ula
 from ebm_jax.samplers.preconditioning import Preconditioner, make_preconditioner
 from ebm_jax.samplers.proposal import MHInfo, mh_accept
@@ -31,6 +37,7 @@ __all__ = [
     "AdaptationInfo",
     "AdaptationResult",
     "AdaptationSchedule",
+    "BinaryGibbsState",
     "DualAveragingState",
     "MALAInfo",
     "MALAState",
@@ -43,6 +50,7 @@ __all__ = [
     "ULAState",
     "WelfordState",
     "adapt",
+    "binary_gibbs",
     "dual_averaging_init",
     "dual_averaging_update",
     "gaussian_gibbs",
