@@ -10,7 +10,7 @@ from ebm_jax import demo
 
 def test_quick_demo_writes_every_section(tmp_path):
     summary = demo.main(str(tmp_path), quick=True, seed=0)
-    for name in ("sampling", "score_matching"):
+    for name in ("sampling", "score_matching", "rbm"):
         assert (tmp_path / f"{name}.json").is_file()
         assert (tmp_path / f"{name}.png").stat().st_size > 0
         assert json.loads((tmp_path / f"{name}.json").read_text()) == summary[name]
@@ -19,3 +19,6 @@ def test_quick_demo_writes_every_section(tmp_path):
     assert learned["log_partition_error"] < 1e-2
     assert 0.0 < learned["acceptance_rate"] < 1.0
     assert learned["num_nonfinite"] == 0
+    rbm = summary["rbm"]
+    assert rbm["test_log_likelihood"] > rbm["base_rate_test_log_likelihood"]
+    assert abs(rbm["ais_log_partition"] - rbm["exact_log_partition"]) < 0.5
