@@ -298,26 +298,6 @@ def test_binary_gibbs_matches_the_exact_one_sweep_law_and_the_boltzmann_distribu
     assert np.all(np.asarray(info.acceptance_rate) == 1.0) and not np.any(info.is_nonfinite)
 
 
-def test_binary_gibbs_jit_equals_no_jit_and_vmap_equals_per_chain():
-    algorithm = ej.samplers.binary_gibbs(boltzmann_logdensity)
-    positions = jnp.asarray(BINARY_STATES[[0, 5, 10, 15]], jnp.float32)
-    keys = jax.random.split(jax.random.key(3), 4)
-    states = jax.vmap(algorithm.init)(positions)
-    batched = jax.vmap(algorithm.step)(keys, states)
-    step = jax.jit(algorithm.step)
-    first = algorithm.init(positions[0])
-    eager = algorithm.step(keys[0], first)
-    chex.assert_trees_all_close(eager, step(keys[0], first), rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_equal_shapes_and_dtypes(eager[0], first)
-    for chain in range(4):
-        chex.assert_trees_all_close(
-            step(keys[chain], algorithm.init(positions[chain])),
-            jax.tree.map(lambda leaf, c=chain: leaf[c], batched),
-            rtol=1e-6,
-            atol=1e-6,
-        )
-
-
 def test_binary_gibbs_any_event_shape_and_integer_positions():
     """A (2, 2) event is flattened internally; integer 0/1 positions are promoted."""
     algorithm = ej.samplers.binary_gibbs(lambda x: boltzmann_logdensity(x.reshape(-1)))
