@@ -179,19 +179,22 @@ def run_negative_chains(
     num_chains = initial_positions.shape[0]
     states = jax.vmap(algorithm.init)(initial_positions)
 
+    # Per-chain counters, summed once after the loop: a cross-chain reduction
+    # every step costs a kernel launch per step on accelerators.
     def one_step(carry: tuple[Any, Array, Array], step_key: PRNGKey) -> tuple[Any, None]:
         states, accepted, nonfinite = carry
         states, info = jax.vmap(algorithm.step)(jax.random.split(step_key, num_chains), states)
-        accepted = accepted + jnp.sum(info.acceptance_rate)
-        nonfinite = nonfinite + jnp.sum(info.is_nonfinite, dtype=jnp.int32)
+        accepted = accepted + info.acceptance_rate.astype(accepted.dtype)
+        nonfinite = nonfinite + info.is_nonfinite.astype(jnp.int32)
         return (states, accepted, nonfinite), None
 
     dtype = initial_positions.dtype
-    carry = (states, jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+    carry = (states, jnp.zeros((num_chains,), dtype), jnp.zeros((num_chains,), jnp.int32))
     (states, accepted, nonfinite), _ = jax.lax.scan(
         one_step, carry, jax.random.split(rng_key, num_steps)
     )
     positions = jax.lax.stop_gradient(states.position)
+    accepted, nonfinite = jnp.sum(accepted), jnp.sum(nonfinite)
     return NegativeChains(positions, accepted / (num_steps * num_chains), nonfinite)
 
 
