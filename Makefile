@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/score_matching.py
 	$(PY) benchmarks/toy_likelihoods.py
+	$(PY) benchmarks/contrastive_speed.py
+	$(PY) benchmarks/rbm_digits.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check ebm_jax tests benchmarks
