@@ -1,10 +1,42 @@
 """Diffusion, as the lecture derives it (§11.2.4–11.2.5).
 
 Noise-perturbed distributions :math:`p(x' \\mid x) = N(\\sqrt{1-\\beta}\\, x, \\beta I)`
-(eqs. 11.4–11.6), the perturbed score by Tweedie's formula (11.7–11.13), the
-denoising objective (11.15–11.16) and samplers of the learned model.
+(eqs. 11.4–11.6) and the forward chain of a :class:`NoiseSchedule`, the
+perturbed score by Tweedie's formula (11.7–11.13), the denoising objective
+(11.15–11.16) and samplers of the learned model.
 """
 
+from ebm_jax.diffusion import forward, objective, schedule, tweedie
+from ebm_jax.diffusion.forward import (
+    forward_chain,
+    forward_step,
+    perturb,
+    perturb_with_noise,
+    perturbed_gaussian,
+    perturbed_gaussian_mixture,
+    perturbed_gaussian_mixture_logdensity,
+)
+from ebm_jax.diffusion.objective import denoising_loss
 from ebm_jax.diffusion.schedule import NoiseSchedule, cosine_schedule, from_betas, linear_schedule
+from ebm_jax.diffusion.tweedie import tweedie_mean, tweedie_noise
 
-__all__ = ["NoiseSchedule", "cosine_schedule", "from_betas", "linear_schedule"]
+__all__ = [
+    "NoiseSchedule",
+    "cosine_schedule",
+    "denoising_loss",
+    "forward",
+    "forward_chain",
+    "forward_step",
+    "from_betas",
+    "linear_schedule",
+    "objective",
+    "perturb",
+    "perturb_with_noise",
+    "perturbed_gaussian",
+    "perturbed_gaussian_mixture",
+    "perturbed_gaussian_mixture_logdensity",
+    "schedule",
+    "tweedie",
+    "tweedie_mean",
+    "tweedie_noise",
+]
