@@ -446,3 +446,40 @@ def test_bad_inputs_raise_value_error_naming_the_argument(call, name):
 def test_bad_types_raise_type_error_naming_the_argument(call, name):
     with pytest.raises(TypeError, match=name):
         call()
+
+
+def test_frechet_distance_matches_the_sqrtm_formula_and_is_symmetric():
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4))
+    y = rng.normal(size=(300, 4)) @ rng.normal(size=(4, 4)) + 1.0
+    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    reference = (
+        np.sum((x.mean(0) - y.mean(0)) ** 2)
+        + np.trace(cov_x + cov_y)
+        - 2.0 * np.real(np.trace(linalg.sqrtm(cov_x @ cov_y)))
+    )
+    distance = diagnostics.frechet_distance(x, y)
+    np.testing.assert_allclose(distance, reference, rtol=1e-4)
+    np.testing.assert_allclose(diagnostics.frechet_distance(y, x), distance, rtol=1e-4)
+    assert diagnostics.frechet_distance(x, x) < 1e-3
+
+
+def test_frechet_distance_of_diagonal_gaussians_is_closed_form():
+    """N(μ₁, diag a) vs N(μ₂, diag b): ‖μ₁ − μ₂‖² + Σ(√a − √b)², up to sampling error."""
+    rng = np.random.default_rng(1)
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 0.25])
+    x = rng.normal(size=(200_000, 3)) * np.sqrt(a)
+    y = rng.normal(size=(200_000, 3)) * np.sqrt(b) + np.array([1.0, 0.0, -1.0])
+    exact = 2.0 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert abs(diagnostics.frechet_distance(x, y) - exact) < 0.05
+
+
+def test_frechet_distance_errors_are_named():
+    with pytest.raises(ValueError, match="x"):
+        diagnostics.frechet_distance(np.zeros(5), np.zeros((5, 1)))
+    with pytest.raises(ValueError, match="dimension"):
+        diagnostics.frechet_distance(np.zeros((5, 2)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="y"):
+        diagnostics.frechet_distance(np.zeros((5, 2)), np.zeros((1, 2)))
