@@ -6,7 +6,7 @@ perturbed score by Tweedie's formula (11.7–11.13), the denoising objective
 (11.15–11.16) and samplers of the learned model.
 """
 
-from ebm_jax.diffusion import forward, objective, schedule, tweedie
+from ebm_jax.diffusion import forward, objective, ode, samplers, schedule, tweedie
 from ebm_jax.diffusion.forward import (
     forward_chain,
     forward_step,
@@ -17,24 +17,58 @@ from ebm_jax.diffusion.forward import (
     perturbed_gaussian_mixture_logdensity,
 )
 from ebm_jax.diffusion.objective import denoising_loss
+from ebm_jax.diffusion.ode import (
+    LogLikelihoodResult,
+    ProbabilityFlowResult,
+    probability_flow_drift,
+    probability_flow_encode,
+    probability_flow_log_likelihood,
+    probability_flow_sample,
+)
+from ebm_jax.diffusion.samplers import (
+    AnnealedMALASamples,
+    DiffusionSamples,
+    ancestral_sample,
+    annealed_langevin_sample,
+    annealed_mala_sample,
+    initial_noise,
+    predictor_corrector_sample,
+    sampling_steps,
+)
 from ebm_jax.diffusion.schedule import NoiseSchedule, cosine_schedule, from_betas, linear_schedule
 from ebm_jax.diffusion.tweedie import tweedie_mean, tweedie_noise
 
 __all__ = [
+    "AnnealedMALASamples",
+    "DiffusionSamples",
+    "LogLikelihoodResult",
     "NoiseSchedule",
+    "ProbabilityFlowResult",
+    "ancestral_sample",
+    "annealed_langevin_sample",
+    "annealed_mala_sample",
     "cosine_schedule",
     "denoising_loss",
     "forward",
     "forward_chain",
     "forward_step",
     "from_betas",
+    "initial_noise",
     "linear_schedule",
     "objective",
+    "ode",
     "perturb",
     "perturb_with_noise",
     "perturbed_gaussian",
     "perturbed_gaussian_mixture",
     "perturbed_gaussian_mixture_logdensity",
+    "predictor_corrector_sample",
+    "probability_flow_drift",
+    "probability_flow_encode",
+    "probability_flow_log_likelihood",
+    "probability_flow_sample",
+    "samplers",
+    "sampling_steps",
     "schedule",
     "tweedie",
     "tweedie_mean",
