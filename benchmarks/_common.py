@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import ebm_jax as ej
@@ -91,6 +92,54 @@ def environment(*packages: str) -> dict[str, Any]:
         "x64": bool(jax.config.jax_enable_x64),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int], Any]:
+    """``run(num_iterations)``: ``body`` iterated under one jit, one key per iteration.
+
+    The trip count is a run-time argument, so calibrating it to the machine
+    costs no recompilation; the parameters travel in ``carry``, so the
+    compiler cannot fold them into the program as constants.
+    """
+    rng_key = jax.random.key(1)
+
+    @jax.jit
+    def run(carry: Any, num_iterations: jax.Array) -> Any:
+        def one_iteration(iteration: jax.Array, carry: Any) -> Any:
+            return body(carry, jax.random.fold_in(rng_key, iteration))
+
+        return jax.lax.fori_loop(0, num_iterations, one_iteration, carry)
+
+    return lambda num_iterations: run(carry, num_iterations)
+
+
+def compile_and_probe(run: Callable[[int], Any]) -> tuple[float, float]:
+    """Compile seconds (first call minus steady state, one iteration) and the steady call."""
+    first = wall_time(lambda: run(1))
+    steady = min(wall_time(lambda: run(1)) for _ in range(2))
+    return max(0.0, first - steady), steady
+
+
+def iterations_per_call(run: Callable[[int], Any], one_call_s: float, target_s: float) -> int:
+    """Iterations per timed call, so that a call lasts about ``target_s``."""
+    estimate = target_s / max(one_call_s, 1e-9)
+    if estimate > 10:  # one iteration is mostly dispatch: re-measure on ten
+        estimate = target_s / max(wall_time(lambda: run(10)) / 10, 1e-9)
+    return int(np.clip(estimate, 1, 100_000))
+
+
+def digits_train(scale: str) -> tuple[jax.Array, str]:
+    """The digits' train split, or random data of its shape without scikit-learn."""
+    try:
+        return jnp.asarray(ej.data.load_digits(scale=scale).train), "digits"
+    except ImportError:
+        # The timings depend on the shape of the data, not on its values.
+        shape = (1438, 64)
+        if scale == "binary":
+            draw = jax.random.bernoulli(jax.random.key(2), 0.5, shape).astype(jnp.float32)
+        else:
+            draw = jax.random.normal(jax.random.key(2), shape)
+        return draw, "random data of the digits' shape (scikit-learn missing)"
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:

@@ -70,10 +70,13 @@ import numpy as np
 import optax
 from _common import (
     RESULTS_DIR,
+    compile_and_probe,
+    digits_train,
     environment,
+    iterations_per_call,
+    looped,
     paired_ratio,
     time_side_by_side,
-    wall_time,
     write_json,
 )
 
@@ -110,20 +113,6 @@ class Workload(NamedTuple):
     batch_size: int
 
 
-def _digits(scale: str) -> tuple[jax.Array, str]:
-    """The digits' train split, or random data of its shape without scikit-learn."""
-    try:
-        return jnp.asarray(ej.data.load_digits(scale=scale).train), "digits"
-    except ImportError:
-        # The timings depend on the shape of the data, not on its values.
-        shape = (1438, 64)
-        if scale == "binary":
-            draw = jax.random.bernoulli(jax.random.key(2), 0.5, shape).astype(jnp.float32)
-        else:
-            draw = jax.random.normal(jax.random.key(2), shape)
-        return draw, "random data of the digits' shape (scikit-learn missing)"
-
-
 def _mala_sampler(logdensity_fn: Callable[..., Any]) -> SamplerFactory:
     """MALA with the benchmark's step size on ``logdensity_fn(params, .)``."""
 
@@ -137,7 +126,7 @@ def make_workload(name: str) -> Workload:
     init_key = jax.random.key(0)
     if name == "rbm":
         rbm = ej.models.BernoulliRBM(16)
-        dataset, source = _digits("binary")
+        dataset, source = digits_train("binary")
         return Workload(
             name,
             f"BernoulliRBM(16), 64 binary visible units ({source}), exact block Gibbs, batch 100",
@@ -162,7 +151,7 @@ def make_workload(name: str) -> Workload:
         )
     if name == "mlp64":
         model = ej.models.MLPLogDensity((256, 256), envelope_scale=4.0)
-        dataset, source = _digits("standardize")
+        dataset, source = digits_train("standardize")
         return Workload(
             name,
             f"MLPLogDensity((256, 256), envelope 4), 64-D standardised {source}, MALA step "
@@ -174,24 +163,6 @@ def make_workload(name: str) -> Workload:
             100,
         )
     raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
-
-
-def _looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int], Any]:
-    """``run(num_iterations)``: ``body`` iterated under one jit, one key per iteration.
-
-    The trip count is a run-time argument, so calibrating it to the machine
-    costs no recompilation.
-    """
-    rng_key = jax.random.key(1)
-
-    @jax.jit
-    def run(carry: Any, num_iterations: jax.Array) -> Any:
-        def one_iteration(iteration: jax.Array, carry: Any) -> Any:
-            return body(carry, jax.random.fold_in(rng_key, iteration))
-
-        return jax.lax.fori_loop(0, num_iterations, one_iteration, carry)
-
-    return lambda num_iterations: run(carry, num_iterations)
 
 
 class Steps(NamedTuple):
@@ -233,7 +204,7 @@ def gradient_contender(workload: Workload) -> Callable[[int], Any]:
         )
         return adam_step(params, opt_state, grads)
 
-    return _looped(gradient_only, (workload.params, opt_state))
+    return looped(gradient_only, (workload.params, opt_state))
 
 
 def sampling_contenders(workload: Workload, num_steps: int) -> dict[str, Callable[[int], Any]]:
@@ -271,25 +242,10 @@ def sampling_contenders(workload: Workload, num_steps: int) -> dict[str, Callabl
 
     initial_chains = pcd.init(draw_batch(jax.random.key(4)))
     return {
-        "cd": _looped(cd_update, (params, opt_state)),
-        "pcd": _looped(pcd_update, (params, opt_state, initial_chains)),
-        "sampling": _looped(sampling_only, (params, jnp.zeros(()))),
+        "cd": looped(cd_update, (params, opt_state)),
+        "pcd": looped(pcd_update, (params, opt_state, initial_chains)),
+        "sampling": looped(sampling_only, (params, jnp.zeros(()))),
     }
-
-
-def compile_and_probe(run: Callable[[int], Any]) -> tuple[float, float]:
-    """Compile seconds (first call minus steady state, one iteration) and the steady call."""
-    first = wall_time(lambda: run(1))
-    steady = min(wall_time(lambda: run(1)) for _ in range(2))
-    return max(0.0, first - steady), steady
-
-
-def iterations_per_call(run: Callable[[int], Any], one_call_s: float, target_s: float) -> int:
-    """Updates per timed call, so that a call lasts about ``target_s``."""
-    estimate = target_s / max(one_call_s, 1e-9)
-    if estimate > 10:  # one iteration is mostly dispatch: re-measure on ten
-        estimate = target_s / max(wall_time(lambda: run(10)) / 10, 1e-9)
-    return int(np.clip(estimate, 1, 100_000))
 
 
 def bench_config(

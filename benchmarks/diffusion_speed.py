@@ -70,14 +70,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from _common import (
     RESULTS_DIR,
+    compile_and_probe,
+    digits_train,
     environment,
+    iterations_per_call,
+    looped,
     paired_ratio,
     time_side_by_side,
-    wall_time,
     write_json,
 )
 
@@ -123,16 +125,6 @@ class SamplerSpec(NamedTuple):
     run: Callable[[jax.Array, Callable[..., Any], jax.Array], tuple[jax.Array, int]]
 
 
-def _digits() -> tuple[jax.Array, str]:
-    """The standardised digits' train split, or random data of its shape without scikit-learn."""
-    try:
-        return jnp.asarray(ej.data.load_digits(scale="standardize").train), "digits"
-    except ImportError:
-        # The timings depend on the shape of the data, not on its values.
-        draw = jax.random.normal(jax.random.key(2), (1438, 64))
-        return draw, "random data of the digits' shape (scikit-learn missing)"
-
-
 def make_workload(name: str, quick: bool) -> Workload:
     init_key = jax.random.key(0)
     if name == "toy_2d":
@@ -145,7 +137,7 @@ def make_workload(name: str, quick: bool) -> Workload:
     elif name == "digits":
         score_model = NoiseConditionalScore.digits_8x8()
         energy_model = NoiseConditionalEnergy.digits_8x8()
-        dataset, source = _digits()
+        dataset, source = digits_train("standardize")
         source = f"64-D standardised {source}"
         batch_sizes = (128, 64, 8) if quick else (128, 256, 16)
         architecture = "digits_8x8(): 3 residual blocks of 256"
@@ -172,40 +164,6 @@ def make_workload(name: str, quick: bool) -> Workload:
 
 
 # --- timing ---------------------------------------------------------------------------------
-
-
-def _looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int], Any]:
-    """``run(num_iterations)``: ``body`` iterated under one jit, one key per iteration.
-
-    The trip count is a run-time argument, so calibrating it costs no
-    recompilation; the parameters travel in ``carry``, so the compiler cannot
-    fold them into the program as constants.
-    """
-    rng_key = jax.random.key(1)
-
-    @jax.jit
-    def run(carry: Any, num_iterations: jax.Array) -> Any:
-        def one_iteration(iteration: jax.Array, carry: Any) -> Any:
-            return body(carry, jax.random.fold_in(rng_key, iteration))
-
-        return jax.lax.fori_loop(0, num_iterations, one_iteration, carry)
-
-    return lambda num_iterations: run(carry, num_iterations)
-
-
-def compile_and_probe(run: Callable[[int], Any]) -> tuple[float, float]:
-    """Compile seconds (first call minus steady state, one iteration) and the steady call."""
-    first = wall_time(lambda: run(1))
-    steady = min(wall_time(lambda: run(1)) for _ in range(2))
-    return max(0.0, first - steady), steady
-
-
-def iterations_per_call(run: Callable[[int], Any], one_call_s: float, target_s: float) -> int:
-    """Iterations per timed call, so that a call lasts about ``target_s``."""
-    estimate = target_s / max(one_call_s, 1e-9)
-    if estimate > 10:  # one iteration is mostly dispatch: re-measure on ten
-        estimate = target_s / max(wall_time(lambda: run(10)) / 10, 1e-9)
-    return int(np.clip(estimate, 1, 100_000))
 
 
 def time_group(
@@ -256,7 +214,7 @@ def training_contenders(workload: Workload) -> dict[str, Callable[[int], Any]]:
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        return _looped(update, (params, optimizer.init(params)))
+        return looped(update, (params, optimizer.init(params)))
 
     return {name: contender(*loss) for name, loss in losses.items()}
 
@@ -376,7 +334,7 @@ def sampling_contenders(
             # Summing the samples keeps the whole chain live without keeping the batch.
             return params, checksum + jnp.sum(samples)
 
-        contenders[name] = _looped(draw, (params, jnp.zeros(())))
+        contenders[name] = looped(draw, (params, jnp.zeros(())))
     return contenders, nfe
 
 
@@ -433,7 +391,7 @@ def likelihood_contenders(workload: Workload) -> dict[str, Callable[[int], Any]]
             )
             return params, checksum + jnp.sum(result.log_likelihood)
 
-        return _looped(log_likelihood, (workload.score_params, jnp.zeros(())))
+        return looped(log_likelihood, (workload.score_params, jnp.zeros(())))
 
     return {divergence: contender(divergence) for divergence in ode.DIVERGENCES}
 
