@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/score_matching.py
 	$(PY) benchmarks/toy_likelihoods.py
+	$(PY) benchmarks/toy_contrastive.py
 	$(PY) benchmarks/contrastive_speed.py
 	$(PY) benchmarks/rbm_digits.py
 
