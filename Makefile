@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/toy_contrastive.py
 	$(PY) benchmarks/contrastive_speed.py
 	$(PY) benchmarks/rbm_digits.py
+	$(PY) benchmarks/diffusion_speed.py
+	$(PY) benchmarks/diffusion_quality.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check ebm_jax tests benchmarks
