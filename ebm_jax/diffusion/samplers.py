@@ -535,7 +535,7 @@ def annealed_mala_sample(
         _check_option(predictor, ("ancestral",), "predictor")
     positions = _check_positions(initial_positions)
     _check_schedule(schedule)
-    _check_conditional_logdensity(logdensity_fn, positions, schedule)
+    _check_conditional_logdensity(logdensity_fn, positions)
     steps = sampling_steps(schedule, num_steps)
     levels = _levels(schedule, steps, "posterior", positions.dtype)
     mala_steps = step_size * levels.marginal_beta / levels.marginal_beta[-1]
@@ -773,7 +773,7 @@ def _check_score_model(
     return positions
 
 
-def _check_conditional_logdensity(logdensity_fn: Any, positions: Array, schedule: Any) -> None:
+def _check_conditional_logdensity(logdensity_fn: Any, positions: Array) -> None:
     _check_hashable(logdensity_fn, "logdensity_fn")
     beta = jnp.asarray(0.5, positions.dtype)
     check_logdensity(lambda x: logdensity_fn(x, beta), positions[0], "logdensity_fn")
