@@ -109,7 +109,7 @@ def run_sampling(
         "step_size": float(warmup.parameters["step_size"]),
         "inverse_mass_matrix": np.asarray(warmup.parameters["inverse_mass_matrix"]).tolist(),
         "acceptance_rate": float(jnp.mean(result.acceptance_rate)),
-        "num_nonfinite": int(jnp.sum(result.num_nonfinite)),
+        "num_nonfinite": int(np.sum(np.asarray(result.num_nonfinite))),
         "ess_bulk": np.asarray(diagnostics.ess(samples)).tolist(),
         "rhat": np.asarray(diagnostics.rhat(samples)).tolist(),
         "mean": np.asarray(jnp.mean(samples, axis=(0, 1))).tolist(),
@@ -247,7 +247,7 @@ def run_score_matching(
         "num_chains": num_chains,
         "step_size": float(warmup.parameters["step_size"]),
         "acceptance_rate": float(jnp.mean(result.acceptance_rate)),
-        "num_nonfinite": int(jnp.sum(result.num_nonfinite)),
+        "num_nonfinite": int(np.sum(np.asarray(result.num_nonfinite))),
         "mmd2_samples_vs_test": float(diagnostics.mmd(final[: len(reference)], reference)),
         "mmd2_train_vs_test": float(diagnostics.mmd(train[: len(reference)], reference)),
     }

@@ -82,8 +82,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from ebm_jax._validation import (
+    as_floating_tree,
     check_callable,
     check_finite_array,
     check_int,
@@ -435,9 +437,10 @@ def _run_adaptation(
     per_chain: bool,
     preconditioner: str | None,
 ) -> tuple[Any, Array, Preconditioner, AdaptationInfo]:
-    num_chains = initial_positions.shape[0]
-    size = math.prod(initial_positions.shape[1:])
-    dtype = initial_positions.dtype
+    num_chains = jax.tree.leaves(initial_positions)[0].shape[0]
+    first = jax.tree.map(lambda leaf: leaf[0], initial_positions)
+    size = ravel_pytree(first)[0].size
+    dtype = ravel_pytree(first)[0].dtype
 
     init_fn: Callable[..., Any]
     kernel: Callable[..., Any]
@@ -473,7 +476,7 @@ def _run_adaptation(
             dual_averaging, acceptance if per_chain else jnp.mean(acceptance), target_acceptance
         )
         if preconditioner is not None:
-            flat_positions = states.position.reshape(num_chains, size)
+            flat_positions = jax.vmap(lambda position: ravel_pytree(position)[0])(states.position)
             welford = jax.lax.cond(
                 slow, lambda w: welford_update_batch(w, flat_positions), lambda w: w, welford
             )
@@ -558,7 +561,10 @@ def adapt(
         ``ej.samplers.mala`` / ``ej.samplers.rwmh``). ULA has no acceptance
         step and is refused.
       logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.
-      initial_positions: ``(num_chains, *event_shape)``, finite.
+      initial_positions: ``(num_chains, *event_shape)``, or a pytree (e.g. a
+        dict of parameters) whose leaves share a leading ``num_chains`` axis;
+        finite. The preconditioner acts on the flattened position
+        (:func:`jax.flatten_util.ravel_pytree` order), as in BlackJAX.
       num_steps: adaptation steps, ``>= 1``; the windows shrink with it
         (below 20 steps only the step size is adapted and the returned
         ``inverse_mass_matrix`` is the identity).
@@ -612,20 +618,28 @@ def adapt(
         target_acceptance = DEFAULT_TARGET_ACCEPTANCE[sampler_name]
     check_probability(target_acceptance, "target_acceptance")
 
-    positions = jnp.asarray(initial_positions)
-    if positions.ndim < 2:
+    positions = as_floating_tree(initial_positions, "initial_positions")
+    if isinstance(positions, jax.Array) and positions.ndim < 2:
         raise ValueError(
             "initial_positions must have shape (num_chains, *event_shape) with rank >= 2, "
             f"got shape {positions.shape}; for scalar events use shape (num_chains, 1)"
         )
-    if positions.shape[0] == 0:
+    leaves = jax.tree.leaves(positions)
+    if any(leaf.ndim < 1 or leaf.shape[0] != leaves[0].shape[0] for leaf in leaves):
+        raise ValueError(
+            "every leaf of initial_positions needs the same leading num_chains axis, got "
+            f"shapes {jax.tree.map(jnp.shape, positions)}"
+        )
+    num_chains = leaves[0].shape[0]
+    if num_chains == 0:
         raise ValueError("initial_positions must hold at least one chain")
-    if not jnp.issubdtype(positions.dtype, jnp.floating):
-        positions = positions.astype(jnp.result_type(float))
-    check_finite_array(positions, "initial_positions")
-    check_logdensity(logdensity_fn, positions[0])
+    for leaf in leaves:
+        check_finite_array(leaf, "initial_positions")
+    first = jax.tree.map(lambda leaf: leaf[0], positions)
+    check_logdensity(logdensity_fn, first)
 
-    size = math.prod(positions.shape[1:])
+    flat_first = ravel_pytree(first)[0]
+    size, dtype = flat_first.size, flat_first.dtype
     if initial_step_size is None:
         initial_step_size = size ** (-1 / 3) if sampler_name == "mala" else 2.38 / math.sqrt(size)
     check_positive_scalar(initial_step_size, "initial_step_size")
@@ -643,8 +657,8 @@ def adapt(
     states, step_size, precond, info = _run_adaptation(
         rng_key,
         positions,
-        jnp.asarray(initial_step_size, positions.dtype),
-        jnp.asarray(target_acceptance, positions.dtype),
+        jnp.asarray(initial_step_size, dtype),
+        jnp.asarray(target_acceptance, dtype),
         sampler_name=sampler_name,
         logdensity_fn=logdensity_fn,
         num_steps=num_steps,
@@ -655,7 +669,7 @@ def adapt(
     if precond.matrix is not None:
         matrix = precond.matrix
         if per_chain:
-            matrix = jnp.broadcast_to(matrix, (positions.shape[0], *matrix.shape))
+            matrix = jnp.broadcast_to(matrix, (num_chains, *matrix.shape))
         parameters["inverse_mass_matrix"] = matrix
     return AdaptationResult(states, parameters, info)
 

@@ -29,12 +29,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from ebm_jax._validation import (
     as_floating,
+    as_floating_tree,
+    as_parameter,
     check_callable,
     check_finite_array,
     check_inverse_mass_matrix,
+    check_key,
     check_logdensity,
     check_positive_scalar,
     is_concrete,
@@ -51,9 +55,9 @@ class GibbsState(NamedTuple):
 
 
 class MetropolisWithinGibbsState(NamedTuple):
-    """One Metropolis-within-Gibbs chain: position and cached log-density."""
+    """One Metropolis-within-Gibbs chain: position (any pytree) and cached log-density."""
 
-    position: Array
+    position: Any
     logdensity: Array
 
 
@@ -259,8 +263,10 @@ def metropolis_within_gibbs(logdensity_fn: LogDensityFn, scale: ArrayLike) -> Sa
 
     Args:
       logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.
-      scale: proposal standard deviations :math:`s_i > 0`: a scalar, or an
-        array broadcastable to the position's shape (one per coordinate).
+      scale: proposal standard deviations :math:`s_i > 0`: a scalar, an array
+        broadcastable to the position's shape (one per coordinate) or, for a
+        pytree position, a pytree like it. It is data: a new value does not
+        recompile :func:`ebm_jax.run_chains`.
 
     Returns:
       A :class:`SamplingAlgorithm` with :class:`MetropolisWithinGibbsState`
@@ -282,55 +288,96 @@ def metropolis_within_gibbs(logdensity_fn: LogDensityFn, scale: ArrayLike) -> Sa
       integration and Gibbs sampling*, Purdue technical report 91-09.
     """
     check_callable(logdensity_fn, "logdensity_fn")
-    check_positive_scalar(scale, "scale")
+    if isinstance(scale, (jax.Array, np.ndarray, np.number, int, float)):
+        check_positive_scalar(scale, "scale")
+    else:
+        for leaf in jax.tree.leaves(scale):
+            check_positive_scalar(leaf, "scale")
+    scale = jax.tree.map(as_parameter, scale)
+    return SamplingAlgorithm(
+        jax.tree_util.Partial(_mwg_init, logdensity_fn=logdensity_fn, scale=scale),
+        jax.tree_util.Partial(_mwg_step, logdensity_fn=logdensity_fn, scale=scale),
+    )
 
-    def init_fn(position: ArrayLike) -> MetropolisWithinGibbsState:
-        position = as_floating(position)
-        try:
-            broadcast = np.broadcast_shapes(jnp.shape(scale), position.shape)
-        except ValueError:
-            broadcast = None
-        if broadcast != position.shape:
+
+def _flat_scales(scale: Any, position: Any) -> Array:
+    """The per-coordinate proposal scales, on the flattened position."""
+    if isinstance(scale, jax.Array) and not isinstance(position, (jax.Array, np.ndarray)):
+        if scale.ndim:
             raise ValueError(
-                f"scale of shape {jnp.shape(scale)} does not broadcast to the position's "
-                f"shape {position.shape}"
+                "scale must be a scalar or a pytree like the position when the position is "
+                f"a pytree, got shape {scale.shape}"
             )
-        check_logdensity(logdensity_fn, position)
-        check_finite_array(position, "position")
-        return MetropolisWithinGibbsState(position, logdensity_fn(position))
-
-    def step_fn(
-        rng_key: PRNGKey, state: MetropolisWithinGibbsState
-    ) -> tuple[MetropolisWithinGibbsState, MHInfo]:
-        shape, size = state.position.shape, state.position.size
-        noise_key, accept_key = jax.random.split(rng_key)
-        steps = jnp.broadcast_to(scale, shape).reshape(-1) * jax.random.normal(
-            noise_key, (size,), state.position.dtype
+        scale = jax.tree.map(lambda _: scale, position)
+    try:
+        scales = jax.tree.map(
+            lambda leaf_scale, leaf: jnp.broadcast_to(leaf_scale, jnp.shape(leaf)),
+            scale,
+            position,
         )
-        accept_keys = jax.random.split(accept_key, size)
+    except ValueError as exc:
+        raise ValueError(
+            f"scale of shape {jax.tree.map(jnp.shape, scale)} does not broadcast to the "
+            f"position's shape {jax.tree.map(jnp.shape, position)}"
+        ) from exc
+    return ravel_pytree(scales)[0]
 
-        def update_coordinate(i: Array, carry: tuple) -> tuple:
-            current, rate_sum, num_accepted, any_nonfinite = carry
-            position = current.position.reshape(-1).at[i].add(steps[i]).reshape(shape)
-            proposed = MetropolisWithinGibbsState(position, logdensity_fn(position))
-            log_ratio = proposed.logdensity - current.logdensity
-            new, info = mh_accept(
-                accept_keys[i], log_ratio, proposed, current, is_finite_tree(proposed)
-            )
-            return (
-                new,
-                rate_sum + info.acceptance_rate,
-                num_accepted + info.is_accepted,
-                any_nonfinite | info.is_nonfinite,
-            )
 
-        carry = (state, jnp.zeros((), state.logdensity.dtype), jnp.int32(0), jnp.array(False))
-        state, rate_sum, num_accepted, any_nonfinite = jax.lax.fori_loop(
-            0, size, update_coordinate, carry
+def _mwg_init(
+    position: Any, *, logdensity_fn: LogDensityFn, scale: Any
+) -> MetropolisWithinGibbsState:
+    position = as_floating_tree(position)
+    _flat_scales(scale, position)
+    check_logdensity(logdensity_fn, position)
+    for leaf in jax.tree.leaves(position):
+        check_finite_array(leaf, "position")
+    return MetropolisWithinGibbsState(position, logdensity_fn(position))
+
+
+def _mwg_step(
+    rng_key: PRNGKey, state: MetropolisWithinGibbsState, *, logdensity_fn: LogDensityFn, scale: Any
+) -> tuple[MetropolisWithinGibbsState, MHInfo]:
+    check_key(rng_key)
+    flat_position, unravel = ravel_pytree(state.position)
+    size, dtype = flat_position.size, flat_position.dtype
+    noise_key, accept_key = jax.random.split(rng_key)
+    steps = _flat_scales(scale, state.position).astype(dtype) * jax.random.normal(
+        noise_key, (size,), dtype
+    )
+    accept_keys = jax.random.split(accept_key, size)
+
+    def update_coordinate(i: Array, carry: tuple) -> tuple:
+        current, flat_current, rate_sum, num_accepted, any_nonfinite = carry
+        flat_proposal = flat_current.at[i].add(steps[i])
+        position = unravel(flat_proposal)
+        proposed = MetropolisWithinGibbsState(position, logdensity_fn(position))
+        log_ratio = proposed.logdensity - current.logdensity
+        (new, flat_new), info = mh_accept(
+            accept_keys[i],
+            log_ratio,
+            (proposed, flat_proposal),
+            (current, flat_current),
+            is_finite_tree(proposed),
         )
-        return state, MHInfo(rate_sum / size, num_accepted > 0, any_nonfinite)
+        return (
+            new,
+            flat_new,
+            rate_sum + info.acceptance_rate,
+            num_accepted + info.is_accepted,
+            any_nonfinite | info.is_nonfinite,
+        )
 
-    return SamplingAlgorithm(init_fn, step_fn)
+    carry = (
+        state,
+        flat_position,
+        jnp.zeros((), state.logdensity.dtype),
+        jnp.int32(0),
+        jnp.array(False),
+    )
+    state, _, rate_sum, num_accepted, any_nonfinite = jax.lax.fori_loop(
+        0, size, update_coordinate, carry
+    )
+    return state, MHInfo(rate_sum / size, num_accepted > 0, any_nonfinite)
 
 
 def binary_gibbs(logdensity_fn: LogDensityFn) -> SamplingAlgorithm:

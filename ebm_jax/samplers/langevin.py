@@ -25,15 +25,18 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from ebm_jax._validation import (
+    as_parameter,
     check_callable,
     check_initial_position,
+    check_key,
     check_matrix_matches,
     check_positive_scalar,
 )
@@ -46,19 +49,20 @@ from ebm_jax.samplers.proposal import (
     mh_accept_with_log_uniform,
     select_state,
 )
-from ebm_jax.types import Array, ArrayLike, LogDensityFn, PRNGKey
+from ebm_jax.types import Array, ArrayLike, ArrayTree, LogDensityFn, PRNGKey
 
 
 class MALAState(NamedTuple):
     """One Langevin chain: its position and the cached :math:`f` and :math:`\\nabla f`.
 
     Caching both means each step costs exactly one ``value_and_grad``, at the
-    proposal; a rejected proposal costs nothing extra.
+    proposal; a rejected proposal costs nothing extra. ``position`` may be any
+    pytree of floating arrays; ``logdensity_grad`` has the same structure.
     """
 
-    position: Array
+    position: ArrayTree
     logdensity: Array
-    logdensity_grad: Array
+    logdensity_grad: ArrayTree
 
 
 ULAState = MALAState
@@ -66,30 +70,52 @@ MALAInfo = MHInfo
 ULAInfo = MHInfo
 
 
-def init(position: ArrayLike, logdensity_fn: LogDensityFn) -> MALAState:
-    """Cache :math:`f(x)` and :math:`\\nabla f(x)` at an initial ``position``."""
+def init(position: ArrayTree, logdensity_fn: LogDensityFn) -> MALAState:
+    """Cache :math:`f(x)` and :math:`\\nabla f(x)` at an initial (pytree) ``position``."""
     position = check_initial_position(logdensity_fn, position)
     logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
     return MALAState(position, logdensity, logdensity_grad)
 
 
+class _FlatState(NamedTuple):
+    """A :class:`MALAState` seen through the flattened position (what the maths acts on)."""
+
+    position: Array
+    logdensity: Array
+    logdensity_grad: Array
+
+
+def _flatten(state: MALAState) -> tuple[_FlatState, Callable[[Array], ArrayTree]]:
+    flat_position, unravel = ravel_pytree(state.position)
+    flat_grad, _ = ravel_pytree(state.logdensity_grad)
+    return _FlatState(flat_position, state.logdensity, flat_grad), unravel
+
+
+def _as_dtype(dtype: jnp.dtype, *values: Any) -> list[Any]:
+    """Parameters in the position's dtype, so no carry is silently promoted (float64 inputs)."""
+    return [jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), value) for value in values]
+
+
 def _propose(
     noise: Array,
-    state: MALAState,
+    state: _FlatState,
+    unravel: Callable[[Array], ArrayTree],
     logdensity_fn: LogDensityFn,
     step_size: Array,
     noise_variance: Array,
     preconditioner: Preconditioner,
-) -> MALAState:
+) -> tuple[MALAState, _FlatState]:
     """:math:`y = x + \\tau C \\nabla f(x) + \\sigma L \\varepsilon`, with f(y) and ∇f(y) cached."""
     drift = step_size * preconditioning.apply(preconditioner, state.logdensity_grad)
-    position = (
+    flat_position = (
         state.position
         + drift
         + jnp.sqrt(noise_variance) * preconditioning.scale_noise(preconditioner, noise)
     )
+    position = unravel(flat_position)
     logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
-    return MALAState(position, logdensity, logdensity_grad)
+    proposed = MALAState(position, logdensity, logdensity_grad)
+    return proposed, _FlatState(flat_position, logdensity, ravel_pytree(logdensity_grad)[0])
 
 
 def _noise_and_log_uniform(rng_key: PRNGKey, position: Array) -> tuple[Array, Array]:
@@ -110,8 +136,8 @@ def _noise_and_log_uniform(rng_key: PRNGKey, position: Array) -> tuple[Array, Ar
 
 
 def _log_proposal_ratio(
-    proposed: MALAState,
-    state: MALAState,
+    proposed: _FlatState,
+    state: _FlatState,
     step_size: Array,
     noise_variance: Array,
     preconditioner: Preconditioner,
@@ -137,6 +163,59 @@ def _log_proposal_ratio(
     return -0.5 * step_size / noise_variance * jnp.sum(gradient_sum * direction)
 
 
+def mala_step(
+    rng_key: PRNGKey,
+    state: MALAState,
+    *,
+    logdensity_fn: LogDensityFn,
+    step_size: Any,
+    noise_variance: Any,
+    preconditioner: Preconditioner,
+) -> tuple[MALAState, MHInfo]:
+    """One MALA transition of ONE chain, every parameter an argument (traced, never baked in)."""
+    check_key(rng_key)
+    flat, unravel = _flatten(state)
+    step_size, noise_variance, preconditioner = _as_dtype(
+        flat.position.dtype, step_size, noise_variance, preconditioner
+    )
+    noise, log_uniform = _noise_and_log_uniform(rng_key, flat.position)
+    proposed, flat_proposed = _propose(
+        noise, flat, unravel, logdensity_fn, step_size, noise_variance, preconditioner
+    )
+    log_ratio = (
+        proposed.logdensity
+        - state.logdensity
+        + _log_proposal_ratio(flat_proposed, flat, step_size, noise_variance, preconditioner)
+    )
+    finite = is_finite_tree(proposed.logdensity, flat_proposed.logdensity_grad)
+    return mh_accept_with_log_uniform(log_uniform, log_ratio, proposed, state, finite)
+
+
+def ula_step(
+    rng_key: PRNGKey,
+    state: MALAState,
+    *,
+    logdensity_fn: LogDensityFn,
+    step_size: Any,
+    noise_variance: Any,
+    preconditioner: Preconditioner,
+) -> tuple[MALAState, MHInfo]:
+    """One ULA transition of ONE chain, every parameter an argument."""
+    check_key(rng_key)
+    flat, unravel = _flatten(state)
+    step_size, noise_variance, preconditioner = _as_dtype(
+        flat.position.dtype, step_size, noise_variance, preconditioner
+    )
+    noise = jax.random.normal(rng_key, flat.position.shape, flat.position.dtype)
+    proposed, flat_proposed = _propose(
+        noise, flat, unravel, logdensity_fn, step_size, noise_variance, preconditioner
+    )
+    finite = is_finite_tree(proposed.logdensity, flat_proposed.logdensity_grad)
+    one = jnp.ones((), proposed.logdensity.dtype)
+    info = MHInfo(jnp.where(finite, one, 0.0 * one), finite, ~finite)
+    return select_state(finite, proposed, state), info
+
+
 def build_mala_kernel(
     logdensity_fn: LogDensityFn,
 ) -> Callable[..., tuple[MALAState, MHInfo]]:
@@ -153,15 +232,14 @@ def build_mala_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        noise, log_uniform = _noise_and_log_uniform(rng_key, state.position)
-        proposed = _propose(noise, state, logdensity_fn, step_size, noise_variance, preconditioner)
-        log_ratio = (
-            proposed.logdensity
-            - state.logdensity
-            + _log_proposal_ratio(proposed, state, step_size, noise_variance, preconditioner)
+        return mala_step(
+            rng_key,
+            state,
+            logdensity_fn=logdensity_fn,
+            step_size=step_size,
+            noise_variance=noise_variance,
+            preconditioner=preconditioner,
         )
-        finite = is_finite_tree(proposed.logdensity, proposed.logdensity_grad)
-        return mh_accept_with_log_uniform(log_uniform, log_ratio, proposed, state, finite)
 
     return kernel
 
@@ -182,18 +260,27 @@ def build_ula_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        noise = jax.random.normal(rng_key, state.position.shape, state.position.dtype)
-        proposed = _propose(noise, state, logdensity_fn, step_size, noise_variance, preconditioner)
-        finite = is_finite_tree(proposed.logdensity, proposed.logdensity_grad)
-        one = jnp.ones((), proposed.logdensity.dtype)
-        info = MHInfo(jnp.where(finite, one, 0.0 * one), finite, ~finite)
-        return select_state(finite, proposed, state), info
+        return ula_step(
+            rng_key,
+            state,
+            logdensity_fn=logdensity_fn,
+            step_size=step_size,
+            noise_variance=noise_variance,
+            preconditioner=preconditioner,
+        )
 
     return kernel
 
 
+def _init(
+    position: ArrayTree, *, logdensity_fn: LogDensityFn, preconditioner: Preconditioner
+) -> MALAState:
+    check_matrix_matches(preconditioner.matrix, position)
+    return init(position, logdensity_fn)
+
+
 def _langevin_algorithm(
-    build_kernel: Callable[[LogDensityFn], Callable[..., tuple[MALAState, MHInfo]]],
+    step: Callable[..., tuple[MALAState, MHInfo]],
     logdensity_fn: LogDensityFn,
     step_size: ArrayLike,
     noise_variance: ArrayLike | None,
@@ -201,21 +288,24 @@ def _langevin_algorithm(
 ) -> SamplingAlgorithm:
     check_callable(logdensity_fn, "logdensity_fn")
     check_positive_scalar(step_size, "step_size")
+    step_size = as_parameter(step_size)
     if noise_variance is None:
-        noise_variance = 2.0 * jnp.asarray(step_size)
+        noise_variance = 2.0 * step_size
     else:
         check_positive_scalar(noise_variance, "noise_variance")
+        noise_variance = as_parameter(noise_variance)
     preconditioner = preconditioning.make_preconditioner(inverse_mass_matrix)
-    kernel = build_kernel(logdensity_fn)
-
-    def init_fn(position: ArrayLike) -> MALAState:
-        check_matrix_matches(preconditioner.matrix, position)
-        return init(position, logdensity_fn)
-
-    def step_fn(rng_key: PRNGKey, state: MALAState) -> tuple[MALAState, MHInfo]:
-        return kernel(rng_key, state, step_size, noise_variance, preconditioner)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    # Partials are pytrees: the numbers are leaves (data to jit), the functions structure.
+    return SamplingAlgorithm(
+        jax.tree_util.Partial(_init, logdensity_fn=logdensity_fn, preconditioner=preconditioner),
+        jax.tree_util.Partial(
+            step,
+            logdensity_fn=logdensity_fn,
+            step_size=step_size,
+            noise_variance=noise_variance,
+            preconditioner=preconditioner,
+        ),
+    )
 
 
 def mala(
@@ -260,7 +350,7 @@ def mala(
       Roberts & Tweedie (1996); Besag (1994), comment on Grenander & Miller.
     """
     return _langevin_algorithm(
-        build_mala_kernel, logdensity_fn, step_size, noise_variance, inverse_mass_matrix
+        mala_step, logdensity_fn, step_size, noise_variance, inverse_mass_matrix
     )
 
 
@@ -298,7 +388,7 @@ def ula(
       True
     """
     return _langevin_algorithm(
-        build_ula_kernel, logdensity_fn, step_size, noise_variance, inverse_mass_matrix
+        ula_step, logdensity_fn, step_size, noise_variance, inverse_mass_matrix
     )
 
 
@@ -311,5 +401,7 @@ __all__ = [
     "build_ula_kernel",
     "init",
     "mala",
+    "mala_step",
     "ula",
+    "ula_step",
 ]

@@ -2,7 +2,9 @@
 
 A preconditioner :math:`C` (the *inverse mass matrix*, BlackJAX's name) is
 either a vector of per-coordinate variances (diagonal :math:`C`) or a dense
-symmetric positive-definite matrix. It acts on the flattened position. The
+symmetric positive-definite matrix. It acts on the flattened position (for a
+pytree position, the vector :func:`jax.flatten_util.ravel_pytree` gives, as in
+BlackJAX). The
 Cholesky factor :math:`C = L L^\\top` is computed once, at construction, so a
 MALA step costs three mat-vecs (the drift, the noise and the proposal-density
 ratio, which needs no solve with :math:`C`) and a RWMH step one.
@@ -15,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ebm_jax._validation import check_inverse_mass_matrix
+from ebm_jax._validation import as_parameter, check_inverse_mass_matrix
 from ebm_jax.types import Array, ArrayLike
 
 
@@ -35,7 +37,7 @@ def make_preconditioner(inverse_mass_matrix: ArrayLike | None) -> Preconditioner
     if inverse_mass_matrix is None:
         return Preconditioner(None, None)
     check_inverse_mass_matrix(inverse_mass_matrix)
-    matrix = jnp.asarray(inverse_mass_matrix)
+    matrix = as_parameter(inverse_mass_matrix)
     if matrix.ndim == 1:
         return Preconditioner(matrix, jnp.sqrt(matrix))
     return Preconditioner(matrix, jnp.linalg.cholesky(matrix))

@@ -12,10 +12,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from ebm_jax._validation import (
+    as_parameter,
     check_callable,
     check_initial_position,
+    check_key,
     check_matrix_matches,
     check_positive_scalar,
 )
@@ -23,23 +27,46 @@ from ebm_jax.samplers import preconditioning
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.samplers.preconditioning import Preconditioner
 from ebm_jax.samplers.proposal import MHInfo, is_finite_tree, mh_accept
-from ebm_jax.types import Array, ArrayLike, LogDensityFn, PRNGKey
+from ebm_jax.types import Array, ArrayLike, ArrayTree, LogDensityFn, PRNGKey
 
 
 class RWMHState(NamedTuple):
-    """One random-walk chain: position and cached log-density."""
+    """One random-walk chain: position (any pytree of arrays) and cached log-density."""
 
-    position: Array
+    position: ArrayTree
     logdensity: Array
 
 
 RWMHInfo = MHInfo
 
 
-def init(position: ArrayLike, logdensity_fn: LogDensityFn) -> RWMHState:
-    """Cache :math:`f(x)` at an initial ``position``."""
+def init(position: ArrayTree, logdensity_fn: LogDensityFn) -> RWMHState:
+    """Cache :math:`f(x)` at an initial (pytree) ``position``."""
     position = check_initial_position(logdensity_fn, position)
     return RWMHState(position, logdensity_fn(position))
+
+
+def rwmh_step(
+    rng_key: PRNGKey,
+    state: RWMHState,
+    *,
+    logdensity_fn: LogDensityFn,
+    scale: ArrayLike,
+    preconditioner: Preconditioner,
+) -> tuple[RWMHState, MHInfo]:
+    """One RWMH transition of ONE chain, every parameter an argument (traced, never baked in)."""
+    check_key(rng_key)
+    flat_position, unravel = ravel_pytree(state.position)
+    dtype = flat_position.dtype
+    scale = jnp.asarray(scale, dtype)
+    preconditioner = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), preconditioner)
+    proposal_key, accept_key = jax.random.split(rng_key)
+    noise = jax.random.normal(proposal_key, flat_position.shape, dtype)
+    flat_proposal = flat_position + scale * preconditioning.scale_noise(preconditioner, noise)
+    position = unravel(flat_proposal)
+    proposed = RWMHState(position, logdensity_fn(position))
+    log_ratio = proposed.logdensity - state.logdensity
+    return mh_accept(accept_key, log_ratio, proposed, state, is_finite_tree(proposed))
 
 
 def build_kernel(logdensity_fn: LogDensityFn) -> Callable[..., tuple[RWMHState, MHInfo]]:
@@ -52,14 +79,18 @@ def build_kernel(logdensity_fn: LogDensityFn) -> Callable[..., tuple[RWMHState, 
     def kernel(
         rng_key: PRNGKey, state: RWMHState, scale: Array, preconditioner: Preconditioner
     ) -> tuple[RWMHState, MHInfo]:
-        proposal_key, accept_key = jax.random.split(rng_key)
-        noise = jax.random.normal(proposal_key, state.position.shape, state.position.dtype)
-        position = state.position + scale * preconditioning.scale_noise(preconditioner, noise)
-        proposed = RWMHState(position, logdensity_fn(position))
-        log_ratio = proposed.logdensity - state.logdensity
-        return mh_accept(accept_key, log_ratio, proposed, state, is_finite_tree(proposed))
+        return rwmh_step(
+            rng_key, state, logdensity_fn=logdensity_fn, scale=scale, preconditioner=preconditioner
+        )
 
     return kernel
+
+
+def _init(
+    position: ArrayTree, *, logdensity_fn: LogDensityFn, preconditioner: Preconditioner
+) -> RWMHState:
+    check_matrix_matches(preconditioner.matrix, position)
+    return init(position, logdensity_fn)
 
 
 def rwmh(
@@ -95,16 +126,16 @@ def rwmh(
     check_callable(logdensity_fn, "logdensity_fn")
     check_positive_scalar(scale, "scale")
     preconditioner = preconditioning.make_preconditioner(inverse_mass_matrix)
-    kernel = build_kernel(logdensity_fn)
+    # Partials are pytrees: the numbers are leaves (data to jit), the functions structure.
+    return SamplingAlgorithm(
+        jax.tree_util.Partial(_init, logdensity_fn=logdensity_fn, preconditioner=preconditioner),
+        jax.tree_util.Partial(
+            rwmh_step,
+            logdensity_fn=logdensity_fn,
+            scale=as_parameter(scale),
+            preconditioner=preconditioner,
+        ),
+    )
 
-    def init_fn(position: ArrayLike) -> RWMHState:
-        check_matrix_matches(preconditioner.matrix, position)
-        return init(position, logdensity_fn)
 
-    def step_fn(rng_key: PRNGKey, state: RWMHState) -> tuple[RWMHState, MHInfo]:
-        return kernel(rng_key, state, scale, preconditioner)
-
-    return SamplingAlgorithm(init_fn, step_fn)
-
-
-__all__ = ["RWMHInfo", "RWMHState", "build_kernel", "init", "rwmh"]
+__all__ = ["RWMHInfo", "RWMHState", "build_kernel", "init", "rwmh", "rwmh_step"]
