@@ -325,8 +325,11 @@ def mala(
     from the same uniform draw (see ``_noise_and_log_uniform``).
 
     Args:
-      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.
-      step_size: drift step :math:`\\tau > 0`.
+      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample;
+        ``x`` is an array or any pytree of arrays (a dict of parameters).
+      step_size: drift step :math:`\\tau > 0`. Like every number given here it
+        is data: a kernel rebuilt with a new value reuses the program
+        :func:`ebm_jax.run_chains` compiled.
       noise_variance: :math:`\\sigma^2 > 0`; default :math:`2\\tau` (standard
         MALA). ``noise_variance=step_size`` gives the lecture's
         :math:`(\\eta, \\eta)` proposal, still exact under MH.
@@ -345,6 +348,14 @@ def mala(
       >>> state, info = alg.step(jax.random.key(0), state)
       >>> state.position.shape, info.is_accepted.dtype
       ((2,), dtype('bool'))
+
+      Any pytree is a position; a preconditioner acts on the flattened vector:
+
+      >>> logdensity_fn = lambda x: -0.5 * (x["mu"] ** 2 + jnp.sum(x["theta"] ** 2))
+      >>> alg = ej.samplers.mala(logdensity_fn, 0.5, inverse_mass_matrix=jnp.ones(3))
+      >>> state = alg.init({"mu": 0.0, "theta": jnp.zeros(2)})
+      >>> jax.tree.map(jnp.shape, alg.step(jax.random.key(0), state)[0].position)
+      {'mu': (), 'theta': (2,)}
 
     References:
       Roberts & Tweedie (1996); Besag (1994), comment on Grenander & Miller.
@@ -369,7 +380,8 @@ def ula(
     variance is :math:`s^2 / (1 - \\tau / (2 s^2))`.
 
     Args:
-      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.
+      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample;
+        ``x`` is an array or any pytree of arrays (a dict of parameters).
       step_size: :math:`\\tau > 0`.
       noise_variance: default :math:`2\\tau`. The lecture's
         :math:`(\\eta, \\eta)` pair without correction targets :math:`p^2`.

@@ -102,7 +102,8 @@ def rwmh(
     """Random-walk Metropolis-Hastings with a Gaussian proposal :math:`N(x, s^2 C)`.
 
     Args:
-      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample.
+      logdensity_fn: ``x -> f(x)``, unnormalised log-density of one sample;
+        ``x`` is an array or any pytree of arrays (a dict of parameters).
       scale: proposal scale :math:`s > 0` (a standard deviation when :math:`C = I`).
       inverse_mass_matrix: proposal shape :math:`C` on the flattened position:
         ``None`` (isotropic), a vector of variances (diagonal) or a dense SPD
