@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebm_jax._validation import check_int, check_probability
+from ebm_jax._validation import check_int, check_key, check_probability
 from ebm_jax.densities.base import SampleFn
 from ebm_jax.densities.rings import _safe_norm
 from ebm_jax.types import Array, ArrayLike, LogDensityFn, PRNGKey
@@ -164,6 +164,7 @@ _compiled = {
 
 
 def _draw(name: str, rng_key: PRNGKey, num_samples: int) -> Array:
+    check_key(rng_key)  # shape and dtype only, so it also runs under a caller's jit
     num_samples = check_int(num_samples, "num_samples", minimum=1)
     return _compiled[name](rng_key, num_samples)
 

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ebm_jax import _static
 from ebm_jax._validation import (
     as_floating,
     check_callable,
@@ -56,7 +57,7 @@ from ebm_jax._validation import (
 from ebm_jax.samplers.base import SamplingAlgorithm
 from ebm_jax.samplers.gibbs import binary_gibbs
 from ebm_jax.samplers.langevin import mala
-from ebm_jax.types import Array, ArrayLike, LogDensityFn, PRNGKey
+from ebm_jax.types import Array, ArrayLike, ArrayTree, LogDensityFn, PRNGKey
 
 Transition = Callable[[LogDensityFn], SamplingAlgorithm]
 """``tempered_logdensity_fn -> SamplingAlgorithm``: the kernel at one temperature."""
@@ -77,6 +78,12 @@ _LOG_STEP_SIZE_BOUNDS = (math.log(1e-8), math.log(1e8))
 class Base(NamedTuple):
     """A normalised, exactly-sampled base distribution :math:`p_0` for AIS.
 
+    A position is an array or any pytree of floating arrays. The functions may
+    be :class:`jax.tree_util.Partial` objects, as :func:`gaussian_base` and
+    :func:`bernoulli_base` build them: their arrays are then data to the
+    compiled annealing pass, so a new base of the same shapes does not
+    recompile (a plain closure is compared by identity).
+
     Attributes:
       logdensity_fn: ``x -> log p_0(x)``, the *normalised* log-density of ONE
         position (so :math:`\\log Z_0 = 0`).
@@ -87,7 +94,7 @@ class Base(NamedTuple):
     """
 
     logdensity_fn: LogDensityFn
-    sample: Callable[[PRNGKey], Array]
+    sample: Callable[[PRNGKey], ArrayTree]
     is_binary: bool
 
 
@@ -106,8 +113,9 @@ class AISResult(NamedTuple):
         :math:`(\\sum_i w_i)^2 / \\sum_i w_i^2 \\in [1, n]` (0 if every weight is 0).
       log_weights: :math:`\\log w_i`, shape ``(num_chains,)``; :math:`-\\infty`
         for a chain that met a non-finite weight increment.
-      positions: the chains' final positions, ``(num_chains, *event_shape)``:
-        approximate target samples (forward) or base samples (reverse).
+      positions: the chains' final positions, ``(num_chains, *event_shape)``
+        (per leaf, for pytree positions): approximate target samples (forward)
+        or base samples (reverse).
       acceptance_rate: mean acceptance probability of each chain over all its
         transitions, ``(num_chains,)`` (1 for Gibbs).
       num_nonfinite: per chain, the number of non-finite proposals (or Gibbs
@@ -118,7 +126,7 @@ class AISResult(NamedTuple):
     standard_error: Array
     ess: Array
     log_weights: Array
-    positions: Array
+    positions: ArrayTree
     acceptance_rate: Array
     num_nonfinite: Array
 
@@ -137,34 +145,36 @@ def _real_array(value: Any, name: str) -> Array:
     return array
 
 
-def gaussian_base(mean: ArrayLike, scale: ArrayLike) -> Base:
-    """The Gaussian base :math:`N(\\mu, \\operatorname{diag}(s^2))`.
+def _gaussian_logdensity(
+    mean: ArrayTree, scale: ArrayTree, log_normalizer: Array, x: ArrayTree
+) -> Array:
+    squares = jax.tree.map(lambda m, s, y: jnp.sum(((y - m) / s) ** 2), mean, scale, x)
+    return -0.5 * sum(jax.tree.leaves(squares)) - log_normalizer
 
-    .. math::
 
-       \\log p_0(x) = -\\sum_i \\Big(\\frac{(x_i - \\mu_i)^2}{2 s_i^2} + \\log s_i
-         + \\tfrac12 \\log 2\\pi\\Big).
+def _gaussian_sample(mean: ArrayTree, scale: ArrayTree, rng_key: PRNGKey) -> ArrayTree:
+    means, treedef = jax.tree.flatten(mean)
+    scales = jax.tree.leaves(scale)  # built with mean's structure
+    keys = [rng_key] if len(means) == 1 else list(jax.random.split(rng_key, len(means)))
+    draws = [
+        m + s * jax.random.normal(key, m.shape, m.dtype)
+        for m, s, key in zip(means, scales, keys, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, draws)
 
-    Choose it wider than the target (a few target standard deviations around
-    its mean): AIS weights degrade fast where the base misses target mass.
 
-    Args:
-      mean: :math:`\\mu`; its shape, broadcast with ``scale``'s, is the event
-        shape (``jnp.zeros(2)`` for 2-D positions).
-      scale: standard deviations :math:`s > 0`: a scalar or one per coordinate.
+def _nested_numbers_as_array(value: Any) -> Any:
+    """A (nested) list or tuple of Python numbers is one array, as NumPy reads it."""
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(leaf, (int, float)) and not isinstance(leaf, bool)
+        for leaf in jax.tree.leaves(value)
+    ):
+        return np.asarray(value)
+    return value
 
-    Returns:
-      A :class:`Base` with ``is_binary=False`` (default transition: MALA).
 
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> from ebm_jax import partition
-      >>> base = partition.gaussian_base(jnp.zeros(2), 3.0)
-      >>> base.sample(jax.random.key(0)).shape
-      (2,)
-      >>> round(float(base.logdensity_fn(jnp.zeros(2))), 4)  # -log(2π · 9)
-      -4.0351
-    """
+def _gaussian_leaf(mean: Any, scale: Any) -> tuple[Array, Array]:
+    """One leaf of the base: mean and scale checked, broadcast together, in one dtype."""
     mean = _real_array(mean, "mean")
     check_positive_scalar(scale, "scale")
     scale = _real_array(scale, "scale")
@@ -175,17 +185,85 @@ def gaussian_base(mean: ArrayLike, scale: ArrayLike) -> Base:
             f"scale of shape {scale.shape} does not broadcast with mean of shape {mean.shape}"
         ) from exc
     dtype = jnp.result_type(mean, scale)
-    mean = jnp.broadcast_to(mean, event_shape).astype(dtype)
-    scale = jnp.broadcast_to(scale, event_shape).astype(dtype)
-    log_normalizer = jnp.sum(jnp.log(scale)) + 0.5 * mean.size * _LOG_2PI
+    return (
+        jnp.broadcast_to(mean, event_shape).astype(dtype),
+        jnp.broadcast_to(scale, event_shape).astype(dtype),
+    )
 
-    def logdensity_fn(x: Array) -> Array:
-        return -0.5 * jnp.sum(((x - mean) / scale) ** 2) - log_normalizer
 
-    def sample(rng_key: PRNGKey) -> Array:
-        return mean + scale * jax.random.normal(rng_key, event_shape, dtype)
+def gaussian_base(mean: ArrayLike | ArrayTree, scale: ArrayLike | ArrayTree) -> Base:
+    """The Gaussian base :math:`N(\\mu, \\operatorname{diag}(s^2))`.
 
-    return Base(logdensity_fn, sample, False)
+    .. math::
+
+       \\log p_0(x) = -\\sum_i \\Big(\\frac{(x_i - \\mu_i)^2}{2 s_i^2} + \\log s_i
+         + \\tfrac12 \\log 2\\pi\\Big).
+
+    Choose it wider than the target (a few target standard deviations around
+    its mean): AIS weights degrade fast where the base misses target mass.
+    The mean and scale are data to the compiled annealing pass: a new base of
+    the same shapes and dtypes does not recompile.
+
+    Args:
+      mean: :math:`\\mu`, an array or a pytree of arrays (e.g.
+        ``{"weights": jnp.zeros(3), "bias": jnp.zeros(())}``); its structure
+        and shapes, broadcast with ``scale``'s, are those of a position
+        (``jnp.zeros(2)`` for 2-D positions). A list of numbers is one array.
+      scale: standard deviations :math:`s > 0`: a scalar, or one array per
+        leaf of ``mean`` (same structure), each a scalar or one per
+        coordinate.
+
+    Returns:
+      A :class:`Base` with ``is_binary=False`` (default transition: MALA),
+      whose samples and ``logdensity_fn`` positions have ``mean``'s structure.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from ebm_jax import partition
+      >>> base = partition.gaussian_base(jnp.zeros(2), 3.0)
+      >>> base.sample(jax.random.key(0)).shape
+      (2,)
+      >>> round(float(base.logdensity_fn(jnp.zeros(2))), 4)  # -log(2π · 9)
+      -4.0351
+      >>> tree_base = partition.gaussian_base({"a": jnp.zeros(2), "b": jnp.zeros(())}, 1.0)
+      >>> jax.tree.map(jnp.shape, tree_base.sample(jax.random.key(0)))
+      {'a': (2,), 'b': ()}
+    """
+    mean, scale = _nested_numbers_as_array(mean), _nested_numbers_as_array(scale)
+    means, treedef = jax.tree.flatten(mean)
+    if not means:
+        raise TypeError(f"mean must be an array or a pytree of arrays, got {mean!r}")
+    scale_structure = jax.tree.structure(scale)
+    if scale_structure == treedef:  # type: ignore[operator]
+        scales = jax.tree.leaves(scale)
+    elif jax.tree_util.treedef_is_leaf(scale_structure) and jnp.ndim(scale) == 0:
+        scales = [scale] * len(means)
+    else:
+        raise ValueError(
+            "scale must be a scalar or a pytree with mean's structure "
+            f"{treedef}, got {jax.tree.structure(scale)}"
+        )
+    leaves = [_gaussian_leaf(m, s) for m, s in zip(means, scales, strict=True)]
+    mean = jax.tree.unflatten(treedef, [m for m, _ in leaves])
+    scale = jax.tree.unflatten(treedef, [s for _, s in leaves])
+    dtype = jnp.result_type(*(m.dtype for m, _ in leaves))
+    log_normalizer = jnp.asarray(
+        sum(jnp.sum(jnp.log(s)) + 0.5 * m.size * _LOG_2PI for m, s in leaves), dtype
+    )
+    return Base(
+        jax.tree_util.Partial(_gaussian_logdensity, mean, scale, log_normalizer),
+        jax.tree_util.Partial(_gaussian_sample, mean, scale),
+        False,
+    )
+
+
+def _bernoulli_logdensity(log_on: Array, log_off: Array, x: Array) -> Array:
+    return jnp.sum(x * log_on + (1.0 - x) * log_off)
+
+
+def _bernoulli_sample(probabilities: Array, rng_key: PRNGKey) -> Array:
+    draw = jax.random.uniform(rng_key, probabilities.shape, probabilities.dtype)
+    return (draw < probabilities).astype(probabilities.dtype)
 
 
 def bernoulli_base(probabilities: ArrayLike, *, min_probability: float = 1e-3) -> Base:
@@ -232,15 +310,11 @@ def bernoulli_base(probabilities: ArrayLike, *, min_probability: float = 1e-3) -
         raise ValueError(f"min_probability must be in (0, 0.5), got {min_probability}")
     probabilities = jnp.clip(probabilities, min_probability, 1.0 - min_probability)
     log_on, log_off = jnp.log(probabilities), jnp.log1p(-probabilities)
-    event_shape, dtype = probabilities.shape, probabilities.dtype
-
-    def logdensity_fn(x: Array) -> Array:
-        return jnp.sum(x * log_on + (1.0 - x) * log_off)
-
-    def sample(rng_key: PRNGKey) -> Array:
-        return (jax.random.uniform(rng_key, event_shape, dtype) < probabilities).astype(dtype)
-
-    return Base(logdensity_fn, sample, True)
+    return Base(
+        jax.tree_util.Partial(_bernoulli_logdensity, log_on, log_off),
+        jax.tree_util.Partial(_bernoulli_sample, probabilities),
+        True,
+    )
 
 
 def sigmoid_schedule(num_temperatures: int, sharpness: float = 4.0) -> Array:
@@ -290,10 +364,19 @@ def sigmoid_schedule(num_temperatures: int, sharpness: float = 4.0) -> Array:
 # -- the annealing loop -------------------------------------------------------------------
 
 
+def _num_chains(positions: ArrayTree) -> int:
+    return jax.tree.leaves(positions)[0].shape[0]
+
+
+def _dtype(positions: ArrayTree) -> Any:
+    """The floating dtype of the weights and rates: that of the (widest) position leaf."""
+    return jnp.result_type(*jax.tree.leaves(positions))
+
+
 def _tempered(logdensity_fn: LogDensityFn, base: Base, beta: Array) -> LogDensityFn:
     """:math:`f_\\beta = (1 - \\beta) \\log p_0 + \\beta f` (exactly f at β = 1)."""
 
-    def tempered_logdensity_fn(x: Array) -> Array:
+    def tempered_logdensity_fn(x: ArrayTree) -> Array:
         return (1.0 - beta) * base.logdensity_fn(x) + beta * logdensity_fn(x)
 
     return tempered_logdensity_fn
@@ -301,12 +384,12 @@ def _tempered(logdensity_fn: LogDensityFn, base: Base, beta: Array) -> LogDensit
 
 def _move_chains(
     rng_key: PRNGKey,
-    positions: Array,
+    positions: ArrayTree,
     tempered_logdensity_fn: LogDensityFn,
     step_size: Array,
     transition: Transition | None,
     num_steps: int,
-) -> tuple[Array, Array, Array]:
+) -> tuple[ArrayTree, Array, Array]:
     """``num_steps`` transitions of every chain at one temperature.
 
     Returns the new positions, each chain's mean acceptance and its count of
@@ -317,14 +400,14 @@ def _move_chains(
     else:
         algorithm = transition(tempered_logdensity_fn)
 
-    def move(key: PRNGKey, position: Array) -> tuple[Array, Array, Array]:
+    def move(key: PRNGKey, position: ArrayTree) -> tuple[ArrayTree, Array, Array]:
         def one_step(carry: tuple, step_key: PRNGKey) -> tuple[tuple, None]:
             state, rate_sum, num_nonfinite = carry
             state, info = algorithm.step(step_key, state)
             rate_sum = rate_sum + info.acceptance_rate.astype(rate_sum.dtype)
             return (state, rate_sum, num_nonfinite + info.is_nonfinite), None
 
-        carry = (algorithm.init(position), jnp.zeros((), positions.dtype), jnp.int32(0))
+        carry = (algorithm.init(position), jnp.zeros((), _dtype(positions)), jnp.int32(0))
         if num_steps == 1:  # the common case: no inner loop to compile
             (state, rate_sum, num_nonfinite), _ = one_step(carry, key)
         else:
@@ -333,25 +416,25 @@ def _move_chains(
             )
         return state.position, rate_sum / num_steps, num_nonfinite
 
-    return jax.vmap(move)(jax.random.split(rng_key, positions.shape[0]), positions)
+    return jax.vmap(move)(jax.random.split(rng_key, _num_chains(positions)), positions)
 
 
 def _anneal(
     rng_key: PRNGKey,
-    positions: Array,
+    positions: ArrayTree,
     temperatures: Array,
     step_sizes: Array,
     logdensity_fn: LogDensityFn,
     base: Base,
     transition: Transition | None,
     num_steps: int,
-) -> tuple[Array, Array, Array, Array]:
+) -> tuple[Array, ArrayTree, Array, Array]:
     """AIS along ``temperatures`` (either direction) from ``positions``.
 
     Returns log-weights, final positions, mean acceptance and non-finite counts.
     """
 
-    def log_ratio(x: Array) -> Array:
+    def log_ratio(x: ArrayTree) -> Array:
         return logdensity_fn(x) - base.logdensity_fn(x)
 
     def anneal_step(carry: tuple, inputs: tuple) -> tuple[tuple, None]:
@@ -380,11 +463,12 @@ def _anneal(
         )
         return carry, None
 
-    num_chains, num_annealing_steps = positions.shape[0], temperatures.shape[0] - 1
+    num_chains, num_annealing_steps = _num_chains(positions), temperatures.shape[0] - 1
+    dtype = _dtype(positions)
     carry = (
         positions,
-        jnp.zeros(num_chains, positions.dtype),
-        jnp.zeros(num_chains, positions.dtype),
+        jnp.zeros(num_chains, dtype),
+        jnp.zeros(num_chains, dtype),
         jnp.zeros(num_chains, jnp.int32),
     )
     inputs = (
@@ -397,13 +481,13 @@ def _anneal(
     return log_weights, positions, rate_sums / num_annealing_steps, num_nonfinite
 
 
-@functools.partial(jax.jit, static_argnames=("logdensity_fn", "base", "num_chains", "num_steps"))
+@functools.partial(jax.jit, static_argnames=("model_static", "num_chains", "num_steps"))
 def _pilot_step_sizes(
     rng_key: PRNGKey,
     temperatures: Array,
+    model_arrays: list[Array],
     *,
-    logdensity_fn: LogDensityFn,
-    base: Base,
+    model_static: _static.Static,
     num_chains: int,
     num_steps: int,
 ) -> Array:
@@ -416,9 +500,10 @@ def _pilot_step_sizes(
     (where the chains start exactly at equilibrium) first brings :math:`\\tau`
     to the base's scale.
     """
+    logdensity_fn, base = _static.merge(model_arrays, model_static)
     sample_key, anneal_key = jax.random.split(rng_key)
     positions = jax.vmap(base.sample)(jax.random.split(sample_key, num_chains))
-    dtype = positions.dtype
+    dtype = _dtype(positions)
 
     def adapt(carry: tuple, inputs: tuple) -> tuple[tuple, Array]:
         positions, log_step_size = carry
@@ -465,29 +550,40 @@ def _summarise(log_weights: Array) -> tuple[Array, Array, Array]:
     return log_mean, standard_error, ess
 
 
-@functools.partial(jax.jit, static_argnames=("base", "num_chains"))
-def _sample_base(rng_key: PRNGKey, *, base: Base, num_chains: int) -> Array:
+@functools.partial(jax.jit, static_argnames=("model_static", "num_chains"))
+def _sample_base(
+    rng_key: PRNGKey,
+    model_arrays: list[Array],
+    *,
+    model_static: _static.Static,
+    num_chains: int,
+) -> ArrayTree:
+    _, base = _static.merge(model_arrays, model_static)
     return jax.vmap(base.sample)(jax.random.split(rng_key, num_chains))
 
 
-@functools.partial(jax.jit, static_argnames=("logdensity_fn", "base", "transition", "num_steps"))
+@functools.partial(jax.jit, static_argnames=("model_static", "transition", "num_steps"))
 def _run(
     rng_key: PRNGKey,
-    initial_positions: Array,
+    initial_positions: ArrayTree,
     temperatures: Array,
     step_sizes: Array,
     direction: Array,
+    model_arrays: list[Array],
     *,
-    logdensity_fn: LogDensityFn,
-    base: Base,
+    model_static: _static.Static,
     transition: Transition | None,
     num_steps: int,
 ) -> AISResult:
     """The annealing pass as one compiled program, shared by both directions.
 
-    The schedule, the step sizes and ``direction`` (+1 forward, -1 reverse) are
-    data, so neither a new step-size schedule nor reversing recompiles.
+    The schedule, the step sizes, ``direction`` (+1 forward, -1 reverse) and
+    the arrays of ``(logdensity_fn, base)`` (``model_arrays``, split from the
+    functions in ``model_static`` by :func:`ebm_jax._static.split`) are data,
+    so neither a new step-size schedule, nor reversing, nor a new base of the
+    same shapes recompiles.
     """
+    logdensity_fn, base = _static.merge(model_arrays, model_static)
     log_weights, positions, acceptance_rate, num_nonfinite = _anneal(
         rng_key,
         initial_positions,
@@ -520,7 +616,8 @@ class _Settings(NamedTuple):
     transition: Transition | None
     num_steps: int
     tune: bool
-    event: jax.ShapeDtypeStruct
+    event: Any  # a ShapeDtypeStruct, or a pytree of them
+    dtype: Any  # of the temperatures, weights and step sizes
 
 
 def _check_temperatures(temperatures: Any, dtype: Any) -> Array:
@@ -564,17 +661,24 @@ def _check_settings(
         event = jax.eval_shape(base.sample, rng_key)
     except Exception as exc:  # re-raised with the argument named
         raise ValueError(f"base.sample failed on rng_key: {exc}") from exc
-    if not isinstance(event, jax.ShapeDtypeStruct) or not jnp.issubdtype(event.dtype, jnp.floating):
-        raise TypeError(f"base.sample must return one floating-point array, got {event}")
+    leaves = jax.tree.leaves(event)
+    if not leaves or not all(
+        isinstance(leaf, jax.ShapeDtypeStruct) and jnp.issubdtype(leaf.dtype, jnp.floating)
+        for leaf in leaves
+    ):
+        raise TypeError(
+            f"base.sample must return a floating-point array or a pytree of them, got {event}"
+        )
+    dtype = _dtype(event)
     check_logdensity(base.logdensity_fn, event, "base.logdensity_fn")
     check_logdensity(logdensity_fn, event)
     num_steps = check_int(num_steps_per_temperature, "num_steps_per_temperature", minimum=1)
 
     if temperatures is None:
         num_temperatures = check_int(num_temperatures, "num_temperatures", minimum=1)
-        temperatures = sigmoid_schedule(num_temperatures).astype(event.dtype)
+        temperatures = sigmoid_schedule(num_temperatures).astype(dtype)
     else:
-        temperatures = _check_temperatures(temperatures, event.dtype)
+        temperatures = _check_temperatures(temperatures, dtype)
 
     if transition is not None:
         check_callable(transition, "transition")
@@ -587,24 +691,59 @@ def _check_settings(
         )
     tune = transition is None and step_size is None
     if step_size is None:
-        step_sizes = jnp.ones(temperatures.shape, event.dtype)  # unused placeholder
+        step_sizes = jnp.ones(temperatures.shape, dtype)  # unused placeholder
     else:
         check_positive_scalar(step_size, "step_size")
-        step_sizes = _real_array(step_size, "step_size").astype(event.dtype)
+        step_sizes = _real_array(step_size, "step_size").astype(dtype)
         if step_sizes.shape not in ((), temperatures.shape):
             raise ValueError(
                 "step_size must be a scalar or one per temperature, shape "
                 f"{temperatures.shape}, got {step_sizes.shape}"
             )
         step_sizes = jnp.broadcast_to(step_sizes, temperatures.shape)
-    return _Settings(temperatures, step_sizes, transition, num_steps, tune, event)
+    return _Settings(temperatures, step_sizes, transition, num_steps, tune, event, dtype)
+
+
+def _check_initial_positions(initial_positions: Any, event: Any, is_binary: bool) -> ArrayTree:
+    """Real arrays of shape ``(num_chains, *event_shape)`` per leaf, in the base's dtypes."""
+    events, treedef = jax.tree.flatten(event)
+    if jax.tree_util.treedef_is_leaf(treedef):  # one array: also accept nested lists
+        leaves = [initial_positions]
+    elif jax.tree.structure(initial_positions) == treedef:  # type: ignore[operator]
+        leaves = jax.tree.leaves(initial_positions)
+    else:
+        raise ValueError(
+            f"initial_positions must have the structure of the base's samples {treedef}, "
+            f"got {jax.tree.structure(initial_positions)}"
+        )
+    checked: list[Array] = []
+    for leaf, leaf_event in zip(leaves, events, strict=True):
+        leaf = _real_array(leaf, "initial_positions")
+        if leaf.ndim != leaf_event.ndim + 1 or leaf.shape[1:] != leaf_event.shape:
+            raise ValueError(
+                f"initial_positions must have shape (num_chains, *{leaf_event.shape}) like the "
+                f"base's samples, got {leaf.shape}"
+            )
+        if checked and leaf.shape[0] != checked[0].shape[0]:
+            raise ValueError(
+                "initial_positions must share one leading num_chains axis, got shapes "
+                f"{[np.shape(other) for other in [*checked, leaf]]}"
+            )
+        if (
+            is_binary
+            and is_concrete(leaf)
+            and not bool(np.all(np.isin(np.asarray(leaf), (0.0, 1.0))))
+        ):
+            raise ValueError("initial_positions must contain only 0 and 1 for a binary base")
+        checked.append(leaf.astype(leaf_event.dtype))
+    return jax.tree.unflatten(treedef, checked)
 
 
 def _estimate(
     rng_key: PRNGKey,
     logdensity_fn: LogDensityFn,
     base: Base,
-    initial_positions: Array | None,
+    initial_positions: ArrayTree | None,
     num_chains: int,
     settings: _Settings,
 ) -> AISResult:
@@ -612,19 +751,23 @@ def _estimate(
 
     Forward from fresh base samples when ``initial_positions`` is None, else reverse.
     """
+    # Arrays (a base's mean and scale, a Partial's parameters) are traced, functions static.
+    model_arrays, model_static = _static.split((logdensity_fn, base))
     pilot_key, sample_key, run_key = jax.random.split(rng_key, 3)
     temperatures, step_sizes = settings.temperatures, settings.step_sizes
     if settings.tune:
         step_sizes = _pilot_step_sizes(
             pilot_key,
             temperatures,
-            logdensity_fn=logdensity_fn,
-            base=base,
+            model_arrays,
+            model_static=model_static,
             num_chains=min(num_chains, _PILOT_MAX_CHAINS),
             num_steps=settings.num_steps,
         )
     if initial_positions is None:
-        initial_positions = _sample_base(sample_key, base=base, num_chains=num_chains)
+        initial_positions = _sample_base(
+            sample_key, model_arrays, model_static=model_static, num_chains=num_chains
+        )
         direction = 1.0
     else:
         temperatures, step_sizes, direction = temperatures[::-1], step_sizes[::-1], -1.0
@@ -634,8 +777,8 @@ def _estimate(
         temperatures,
         step_sizes,
         jnp.asarray(direction, temperatures.dtype),
-        logdensity_fn=logdensity_fn,
-        base=base,
+        model_arrays,
+        model_static=model_static,
         transition=settings.transition,
         num_steps=settings.num_steps,
     )
@@ -678,10 +821,13 @@ def annealed_importance_sampling(
     matching upper bound. Chains run in parallel (``vmap``) and temperatures
     in one ``lax.scan``, so memory is :math:`O(\\text{num\\_chains})` whatever
     :math:`T`. The annealing pass is one compiled program (the pilot below
-    another), cached across calls with the same ``logdensity_fn``, ``base``
-    (both hashed by identity: build them once and reuse them), shapes and
-    transition; a new key or step-size schedule does not recompile, and the
-    reverse pass shares the forward pass's program.
+    another), cached across calls with the same functions, shapes and
+    transition. The arrays inside ``base`` and ``logdensity_fn`` are data:
+    a new key, step-size schedule, or base of the same shapes (e.g.
+    :func:`gaussian_base` with another mean and scale) does not recompile, nor
+    does a new :class:`jax.tree_util.Partial` ``logdensity_fn`` over new
+    parameters; a plain function or closure is compared by identity (build it
+    once and reuse it). The reverse pass shares the forward pass's program.
 
     Transitions. ``transition`` builds the kernel from the tempered
     log-density at each temperature; by default
@@ -706,7 +852,7 @@ def annealed_importance_sampling(
     Args:
       rng_key: a JAX PRNG key.
       logdensity_fn: ``x -> f(x)``, the unnormalised log-density of ONE
-        position of the base's event shape.
+        position, shaped like the base's samples (an array or a pytree).
       base: the normalised starting distribution, e.g. :func:`gaussian_base`
         or :func:`bernoulli_base`.
       num_chains: :math:`n \\ge 2` parallel chains.
@@ -757,7 +903,7 @@ def reverse_annealed_importance_sampling(
     rng_key: PRNGKey,
     logdensity_fn: LogDensityFn,
     base: Base,
-    initial_positions: ArrayLike,
+    initial_positions: ArrayLike | ArrayTree,
     *,
     num_temperatures: int = 1000,
     temperatures: ArrayLike | None = None,
@@ -800,7 +946,8 @@ def reverse_annealed_importance_sampling(
       logdensity_fn: ``x -> f(x)``, as for :func:`annealed_importance_sampling`.
       base: the normalised base distribution the path ends at.
       initial_positions: exact target samples, ``(num_chains, *event_shape)``
-        with ``num_chains >= 2`` (binary 0/1 for a binary base).
+        with ``num_chains >= 2`` (per leaf, with the structure of the base's
+        samples, for pytree positions; binary 0/1 for a binary base).
       num_temperatures: :math:`T` for the default :func:`sigmoid_schedule`.
       temperatures: the forward schedule :math:`(0 = \\beta_0, \\dots, \\beta_T = 1)`;
         it is traversed backwards.
@@ -837,21 +984,8 @@ def reverse_annealed_importance_sampling(
         step_size,
         num_steps_per_temperature,
     )
-    initial_positions = _real_array(initial_positions, "initial_positions")
-    event_shape = settings.event.shape
-    if initial_positions.ndim != len(event_shape) + 1 or initial_positions.shape[1:] != event_shape:
-        raise ValueError(
-            f"initial_positions must have shape (num_chains, *{event_shape}) like the base's "
-            f"samples, got {initial_positions.shape}"
-        )
-    num_chains = check_int(initial_positions.shape[0], "num_chains (initial_positions)", 2)
-    if (
-        base.is_binary
-        and is_concrete(initial_positions)
-        and not bool(np.all(np.isin(np.asarray(initial_positions), (0.0, 1.0))))
-    ):
-        raise ValueError("initial_positions must contain only 0 and 1 for a binary base")
-    initial_positions = initial_positions.astype(settings.event.dtype)
+    initial_positions = _check_initial_positions(initial_positions, settings.event, base.is_binary)
+    num_chains = check_int(_num_chains(initial_positions), "num_chains (initial_positions)", 2)
     return _estimate(rng_key, logdensity_fn, base, initial_positions, num_chains, settings)
 
 

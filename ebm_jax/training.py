@@ -30,6 +30,7 @@ import optax
 from flax import serialization
 
 from ebm_jax._progress import progress_bar
+from ebm_jax._static import FunctionKey
 from ebm_jax._validation import check_callable, check_finite_array, check_int, check_key
 from ebm_jax.types import Array, ArrayTree, PRNGKey
 
@@ -138,7 +139,7 @@ def _all_finite(tree: ArrayTree) -> Array:
     jax.jit,
     static_argnames=(
         "loss_fn",
-        "optimizer",
+        "optimizer_update",
         "data_fn",
         "batch_size",
         "num_chunk_steps",
@@ -151,7 +152,7 @@ def _run_chunk(
     dataset: ArrayTree | None,
     *,
     loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
+    optimizer_update: FunctionKey,
     data_fn: DataFn | None,
     batch_size: int,
     num_chunk_steps: int,
@@ -201,7 +202,7 @@ def _run_chunk(
         else:
             loss, grads = jax.value_and_grad(loss_fn)(state.params, loss_key, batch)
             loss_state = state.loss_state
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates, opt_state = optimizer_update.function(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         updated = TrainState(state.step + 1, params, opt_state, loss_state)
 
@@ -516,9 +517,33 @@ def fit(
     epoch). Results therefore depend on ``rng_key`` only, not on
     ``chunk_size`` nor on where a run was interrupted and resumed.
 
-    The chunk function is compiled once per (``loss_fn``, ``optimizer``,
-    ``data`` function, shapes, chunk length): a later call with the same
-    objects reuses it, and a shorter last chunk compiles once more.
+    Compilation. Numbers that are arrays (``params``, the optimizer state,
+    ``loss_state``, the dataset, ``rng_key``) are data: new values never
+    recompile. The chunk function compiles again only for
+
+    - a new ``loss_fn`` or ``data`` function object (compared by identity:
+      build them once and reuse them);
+    - an optimizer whose ``update`` computes something else. Optimizers are
+      compared by what their ``update`` closes over, not by identity: two
+      ``optax.adam(1e-3)`` built separately share a compilation, but
+      ``optax.adam(1e-3)`` and ``optax.adam(2e-3)`` do not, because optax
+      closes over the learning rate as a Python float, a constant of the
+      compiled program. To sweep hyperparameters without compiling, build the
+      optimizer with :func:`optax.inject_hyperparams`, e.g.
+      ``optax.inject_hyperparams(optax.adam)(learning_rate=rate)``: the
+      numbers then live in the optimizer state, so every rate shares one
+      compilation. A schedule (a callable hyperparameter) stays part of the
+      program: a new schedule object compiles again;
+    - new shapes, dtypes or pytree structures of ``params``, the optimizer
+      state, ``loss_state`` or the data (including the number of examples),
+      a new ``batch_size``, or switching between a stateful and a stateless
+      loss;
+    - a new chunk length: every chunk has ``chunk_size`` steps except a
+      shorter last one (``num_steps`` not a multiple of ``chunk_size``),
+      which compiles once more; a multiple avoids it.
+
+    Besides, the :func:`jax.eval_shape` check of ``loss_fn``'s output traces
+    it (without compiling) for new shapes or a new ``loss_fn``.
 
     If the loss or its gradient becomes NaN/inf, the state stops updating at
     that step; after the chunk a :class:`NonFiniteLossError` is raised naming
@@ -549,7 +574,9 @@ def fit(
         chunk (see :func:`save_checkpoint`).
       resume: if ``checkpoint_path`` exists, continue from it (its
         ``batch_size``, dataset size and ``rng_key`` must match); otherwise
-        start afresh and overwrite it.
+        start afresh and overwrite it. The optimizer state is restored too, so
+        hyperparameters injected with :func:`optax.inject_hyperparams` come
+        from the checkpoint, not from ``optimizer``.
       progress: show a tqdm bar with the running loss; default only on a
         terminal. Silently off when tqdm is not installed.
       log_fn: ``log_fn(step, metrics)``, called after each chunk with
@@ -560,6 +587,9 @@ def fit(
 
     Raises:
       NonFiniteLossError: the loss or a gradient became NaN/inf.
+      ValueError: before any compilation, if ``loss_fn`` fails or returns a
+        non-scalar on one batch, e.g. a :mod:`ebm_jax.losses` loss whose model
+        was initialised on a whole batch (the loss says so and how to fix it).
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax
@@ -621,7 +651,7 @@ def fit(
     run = functools.partial(
         _run_chunk,
         loss_fn=loss_fn,
-        optimizer=optimizer,
+        optimizer_update=FunctionKey(optimizer.update),
         data_fn=data_fn,
         batch_size=batch_size,
         stateful=stateful,

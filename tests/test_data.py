@@ -13,6 +13,7 @@ import pytest
 from scipy import integrate
 from scipy.special import logsumexp
 
+import ebm_jax as ej
 import ebm_jax.data as data
 from ebm_jax import densities, diagnostics
 from tests.helpers import assert_mean_within_mcse
@@ -338,6 +339,38 @@ def test_unknown_toy_name_raises_listing_the_valid_names():
 def test_bad_num_samples_raises(num_samples, error):
     with pytest.raises(error, match="num_samples"):
         data.pinwheel(jax.random.key(0), num_samples)
+
+
+BAD_KEYS = [
+    (0, TypeError, r"rng_key must be a jax\.random key, got int"),
+    (jax.random.split(jax.random.key(0), 2), ValueError, r"rng_key must be a single key"),
+    (jnp.zeros(2, jnp.float32), TypeError, r"rng_key must be a jax\.random key"),
+]
+
+
+@pytest.mark.parametrize("name", sorted(data.TOY_DATASETS))
+@pytest.mark.parametrize(("rng_key", "error", "match"), BAD_KEYS, ids=["int", "two_keys", "float"])
+def test_a_seed_or_a_batch_of_keys_is_named_like_run_chains(name, rng_key, error, match):
+    with pytest.raises(error, match=match):
+        data.TOY_DATASETS[name](rng_key, 10)
+    with pytest.raises(error, match=match):
+        data.toy_2d(name, rng_key, 10)
+
+
+def test_a_seed_gets_the_same_error_as_from_run_chains():
+    algorithm = ej.samplers.mala(lambda x: -0.5 * jnp.sum(x**2), 0.1)
+    with pytest.raises(TypeError) as from_run_chains:
+        ej.run_chains(0, algorithm, jnp.zeros((2, 2)), 1)
+    with pytest.raises(TypeError) as from_data:
+        data.eight_gaussians(0, 10)
+    assert str(from_data.value) == str(from_run_chains.value)
+
+
+def test_generators_still_run_under_jit_and_vmap_over_keys():
+    keys = jax.random.split(jax.random.key(0), 3)
+    batched = jax.jit(jax.vmap(lambda key: data.two_moons(key, 5)))(keys)
+    assert batched.shape == (3, 5, 2)
+    np.testing.assert_array_equal(batched[1], data.two_moons(keys[1], 5))
 
 
 @pytest.mark.parametrize("name", sorted(data.TOY_LOGDENSITIES))

@@ -207,6 +207,60 @@ def test_chunk_function_is_traced_once():
     assert traces["count"] <= 3
 
 
+class TraceCounter:
+    """Counts traces of an optimizer's update, which only the compiled chunk traces."""
+
+    def __init__(self):
+        self.count = 0
+
+    def wrap(self, optimizer):
+        inner_update = optimizer.update
+
+        def update(updates, opt_state, params=None):
+            self.count += 1
+            return inner_update(updates, opt_state, params)
+
+        return optax.GradientTransformation(optimizer.init, update)
+
+
+def fit_quadratic(optimizer):
+    return training.fit(
+        jax.random.key(6), quadratic_loss, {"mean": jnp.zeros(2)}, optimizer, DATA,
+        num_steps=10, batch_size=8, chunk_size=10,
+    )  # fmt: skip
+
+
+def test_injected_hyperparameters_are_data_a_learning_rate_sweep_compiles_once():
+    traces = TraceCounter()
+    injected_adam = optax.inject_hyperparams(optax.adam)
+    slow = fit_quadratic(traces.wrap(injected_adam(learning_rate=0.01)))
+    assert traces.count == 1
+    fast_optimizer = traces.wrap(injected_adam(learning_rate=0.1))
+    fast = fit_quadratic(fast_optimizer)
+    assert traces.count == 1  # a new rate, the same program
+    fit_quadratic(fast_optimizer)  # the very same objects
+    assert traces.count == 1
+    # The reused program reads the new rate from the optimizer state: it matches plain Adam.
+    reference = fit_quadratic(optax.adam(0.1))
+    np.testing.assert_allclose(fast.params["mean"], reference.params["mean"], rtol=1e-5)
+    np.testing.assert_allclose(fast.losses, reference.losses, rtol=1e-5)
+    assert not np.allclose(slow.params["mean"], fast.params["mean"])
+
+
+def test_optimizers_built_alike_share_a_compilation_but_a_closed_over_rate_does_not():
+    traces = TraceCounter()
+    first = fit_quadratic(traces.wrap(optax.adam(0.01)))
+    again = fit_quadratic(traces.wrap(optax.adam(0.01)))  # new objects, built the same way
+    assert traces.count == 1
+    np.testing.assert_array_equal(again.params["mean"], first.params["mean"])
+    # optax.adam closes over its rate as a Python float, a constant of the program.
+    faster = fit_quadratic(traces.wrap(optax.adam(0.1)))
+    assert traces.count == 2
+    assert not np.allclose(faster.params["mean"], first.params["mean"])
+    fit_quadratic(traces.wrap(optax.sgd(0.01)))  # another update rule
+    assert traces.count == 3
+
+
 def test_log_fn_gets_the_chunk_mean_and_progress_bar_shows(capsys):
     logged = []
     result = training.fit(

@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebm_jax._validation import check_callable, check_logdensity, is_concrete
+from ebm_jax._validation import check_callable, check_key, check_one_sample_output, is_concrete
 from ebm_jax.diffusion.schedule import NoiseSchedule, linear_schedule
 from ebm_jax.losses.score_matching import LossFn, as_batch, check_score_fn
 from ebm_jax.types import Array, ArrayLike, ArrayTree, PRNGKey
@@ -259,10 +259,14 @@ def denoising_loss(
 
     def check_model(params: ArrayTree, sample: Array, beta: Array) -> None:
         if logdensity_fn is not None:
-            check_logdensity(lambda x: logdensity_fn(params, x, beta), sample, "logdensity_fn")
+            check_one_sample_output(
+                lambda x: logdensity_fn(params, x, beta), sample, "logdensity_fn(params, x, beta)"
+            )
         else:
             assert score_fn is not None
-            check_score_fn(lambda p, x: score_fn(p, x, beta), params, sample)
+            check_score_fn(
+                lambda p, x: score_fn(p, x, beta), params, sample, "score_fn(params, x, beta)"
+            )
 
     def per_sample(params: ArrayTree, x: Array, noise: Array, beta: Array) -> Array:
         x_prime = jnp.sqrt(1.0 - beta) * x + jnp.sqrt(beta) * noise  # eq. (11.5)
@@ -270,6 +274,7 @@ def denoising_loss(
         return residual_scale(beta) * jnp.sum(residual**2)
 
     def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike) -> Array:
+        check_key(rng_key)
         batch = as_batch(batch)
         probe_beta = jnp.asarray(0.5, batch.dtype)
         check_model(params, batch[0], probe_beta)

@@ -348,12 +348,12 @@ def annealed_langevin_sample(
     References:
       Song & Ermon (2019), arXiv:1907.05600, Algorithm 1.
     """
+    check_key(rng_key)
     check_positive_scalar(step_size, "step_size")
     num_steps_per_level = check_int(num_steps_per_level, "num_steps_per_level", 1)
     for flag, name in ((denoise, "denoise"), (rescale, "rescale")):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    check_key(rng_key)
     positions = _check_score_model(score_fn, schedule, initial_positions)
     steps = sampling_steps(schedule, num_steps)
     levels = _levels(schedule, steps, "posterior", positions.dtype)

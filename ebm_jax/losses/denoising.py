@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ebm_jax._validation import check_callable, check_positive_scalar
+from ebm_jax._validation import check_callable, check_key, check_positive_scalar
 from ebm_jax.losses.score_matching import LossFn, ParametricFn, as_batch, check_score_fn
 from ebm_jax.types import Array, ArrayLike, ArrayTree, PRNGKey
 
@@ -68,6 +68,7 @@ def denoising_score_matching(score_fn: ParametricFn, sigma: ArrayLike) -> LossFn
         raise ValueError(f"sigma must be a scalar, got shape {jnp.shape(sigma)}")
 
     def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike) -> Array:
+        check_key(rng_key)
         batch = as_batch(batch)
         check_score_fn(score_fn, params, batch[0])
         noise = jax.random.normal(rng_key, batch.shape, batch.dtype)

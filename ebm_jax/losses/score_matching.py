@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from ebm_jax import trace
-from ebm_jax._validation import check_callable, check_int, check_logdensity
+from ebm_jax._validation import check_callable, check_int, check_key, check_one_sample_output
 from ebm_jax.types import Array, ArrayLike, ArrayTree, PRNGKey
 
 LossFn = Callable[[ArrayTree, PRNGKey, Array], Array]
@@ -59,17 +59,11 @@ def as_batch(batch: ArrayLike) -> Array:
     return batch
 
 
-def check_score_fn(score_fn: ParametricFn, params: ArrayTree, sample: Array) -> None:
-    """``score_fn(params, x)`` must have the shape of ``x`` (checked by ``jax.eval_shape``)."""
-    try:
-        out = jax.eval_shape(score_fn, params, sample)
-    except Exception as exc:  # re-raised with the argument named
-        raise ValueError(f"score_fn failed on a sample of shape {sample.shape}: {exc}") from exc
-    if getattr(out, "shape", None) != sample.shape:
-        raise ValueError(
-            f"score_fn(params, x) must have the shape of one sample {sample.shape}, "
-            f"got {getattr(out, 'shape', type(out).__name__)}"
-        )
+def check_score_fn(
+    score_fn: ParametricFn, params: ArrayTree, sample: Array, call: str = "score_fn(params, x)"
+) -> None:
+    """``score_fn(params, x)`` must have the shape of ONE sample ``x`` (by ``jax.eval_shape``)."""
+    check_one_sample_output(lambda x: score_fn(params, x), sample, call, returns="sample")
 
 
 def _model(
@@ -85,7 +79,9 @@ def _model(
         check_callable(logdensity_fn, "logdensity_fn")
 
         def check_logdensity_fn(params: ArrayTree, sample: Array) -> None:
-            check_logdensity(lambda x: logdensity_fn(params, x), sample, "logdensity_fn")
+            check_one_sample_output(
+                lambda x: logdensity_fn(params, x), sample, "logdensity_fn(params, x)"
+            )
 
         # eq. (11.1), as ej.score(logdensity_fn, argnum=1) computes it.
         return jax.grad(logdensity_fn, argnums=1), check_logdensity_fn
@@ -257,6 +253,7 @@ def sliced_score_matching(
         return jnp.mean(curvatures + 0.5 * slopes**2)
 
     def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike) -> Array:
+        check_key(rng_key)
         batch = as_batch(batch)
         check_model(params, batch[0])
         # One draw for the whole batch: (num_probes, batch_size, *event_shape).

@@ -148,30 +148,36 @@ def gaussian_gibbs(mean: ArrayLike, precision: ArrayLike) -> SamplingAlgorithm:
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     mean, precision = mean.astype(dtype), precision.astype(dtype)
+    # Partials are pytrees: the numbers are leaves (data to jit), the functions structure.
+    return SamplingAlgorithm(
+        jax.tree_util.Partial(_gaussian_gibbs_init, mean=mean),
+        jax.tree_util.Partial(_gaussian_gibbs_step, mean=mean, precision=precision),
+    )
+
+
+def _gaussian_gibbs_init(position: ArrayLike, *, mean: Array) -> GibbsState:
+    position = as_floating(position)
+    if position.shape != mean.shape:
+        raise ValueError(f"position must have shape {mean.shape} like mean, got {position.shape}")
+    check_finite_array(position, "position")
+    return GibbsState(position.astype(mean.dtype))
+
+
+def _gaussian_gibbs_step(
+    rng_key: PRNGKey, state: GibbsState, *, mean: Array, precision: Array
+) -> tuple[GibbsState, MHInfo]:
+    check_key(rng_key)
+    dtype, dim = mean.dtype, mean.size
     diagonal = jnp.diag(precision)
     conditional_std = 1.0 / jnp.sqrt(diagonal)
-    dim = mean.size
+    noise = jax.random.normal(rng_key, (dim,), dtype)
 
-    def init_fn(position: ArrayLike) -> GibbsState:
-        position = as_floating(position)
-        if position.shape != mean.shape:
-            raise ValueError(
-                f"position must have shape {mean.shape} like mean, got {position.shape}"
-            )
-        check_finite_array(position, "position")
-        return GibbsState(position.astype(dtype))
+    def update_coordinate(i: Array, x: Array) -> Array:
+        conditional_mean = x[i] - precision[i] @ (x - mean) / diagonal[i]
+        return x.at[i].set(conditional_mean + conditional_std[i] * noise[i])
 
-    def step_fn(rng_key: PRNGKey, state: GibbsState) -> tuple[GibbsState, MHInfo]:
-        noise = jax.random.normal(rng_key, (dim,), dtype)
-
-        def update_coordinate(i: Array, x: Array) -> Array:
-            conditional_mean = x[i] - precision[i] @ (x - mean) / diagonal[i]
-            return x.at[i].set(conditional_mean + conditional_std[i] * noise[i])
-
-        position = jax.lax.fori_loop(0, dim, update_coordinate, state.position)
-        return GibbsState(position), _exact_info(dtype)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    position = jax.lax.fori_loop(0, dim, update_coordinate, state.position)
+    return GibbsState(position), _exact_info(dtype)
 
 
 def ising_gibbs(coupling: ArrayLike, field: ArrayLike = 0.0) -> SamplingAlgorithm:
@@ -213,38 +219,46 @@ def ising_gibbs(coupling: ArrayLike, field: ArrayLike = 0.0) -> SamplingAlgorith
     """
     coupling = _check_real_scalar(coupling, "coupling")
     field = _check_real_scalar(field, "field")
+    return SamplingAlgorithm(
+        jax.tree_util.Partial(_ising_init),
+        jax.tree_util.Partial(_ising_step, coupling=coupling, field=field),
+    )
 
-    def init_fn(position: ArrayLike) -> GibbsState:
-        position = as_floating(position)
-        if position.ndim != 2 or any(side < 2 or side % 2 for side in position.shape):
-            raise ValueError(
-                "position must be a 2-D spin array with even sides >= 2 (checkerboard "
-                f"updates need a two-colourable torus), got shape {position.shape}"
-            )
-        if is_concrete(position) and not bool(jnp.all(jnp.abs(position) == 1)):
-            raise ValueError("position must contain only spins -1 and +1")
-        return GibbsState(position)
 
-    def step_fn(rng_key: PRNGKey, state: GibbsState) -> tuple[GibbsState, MHInfo]:
-        spins = state.position
-        rows, cols = jnp.indices(spins.shape)
-        colour = (rows + cols) % 2
-        # One flat draw for both colours (XLA:CPU compiles it faster than a 3-D one).
-        uniforms = jax.random.uniform(rng_key, (2 * spins.size,), spins.dtype)
-        uniforms = uniforms.reshape(2, *spins.shape)
-        for parity in (0, 1):
-            neighbours = (
-                jnp.roll(spins, 1, axis=0)
-                + jnp.roll(spins, -1, axis=0)
-                + jnp.roll(spins, 1, axis=1)
-                + jnp.roll(spins, -1, axis=1)
-            )
-            prob_up = jax.nn.sigmoid(2.0 * (coupling * neighbours + field))
-            proposal = jnp.where(uniforms[parity] < prob_up, 1.0, -1.0).astype(spins.dtype)
-            spins = jnp.where(colour == parity, proposal, spins)
-        return GibbsState(spins), _exact_info(spins.dtype)
+def _ising_init(position: ArrayLike) -> GibbsState:
+    position = as_floating(position)
+    if position.ndim != 2 or any(side < 2 or side % 2 for side in position.shape):
+        raise ValueError(
+            "position must be a 2-D spin array with even sides >= 2 (checkerboard "
+            f"updates need a two-colourable torus), got shape {position.shape}"
+        )
+    if is_concrete(position) and not bool(jnp.all(jnp.abs(position) == 1)):
+        raise ValueError("position must contain only spins -1 and +1")
+    return GibbsState(position)
 
-    return SamplingAlgorithm(init_fn, step_fn)
+
+def _ising_step(
+    rng_key: PRNGKey, state: GibbsState, *, coupling: Array, field: Array
+) -> tuple[GibbsState, MHInfo]:
+    check_key(rng_key)
+    spins = state.position
+    coupling, field = coupling.astype(spins.dtype), field.astype(spins.dtype)
+    rows, cols = jnp.indices(spins.shape)
+    colour = (rows + cols) % 2
+    # One flat draw for both colours (XLA:CPU compiles it faster than a 3-D one).
+    uniforms = jax.random.uniform(rng_key, (2 * spins.size,), spins.dtype)
+    uniforms = uniforms.reshape(2, *spins.shape)
+    for parity in (0, 1):
+        neighbours = (
+            jnp.roll(spins, 1, axis=0)
+            + jnp.roll(spins, -1, axis=0)
+            + jnp.roll(spins, 1, axis=1)
+            + jnp.roll(spins, -1, axis=1)
+        )
+        prob_up = jax.nn.sigmoid(2.0 * (coupling * neighbours + field))
+        proposal = jnp.where(uniforms[parity] < prob_up, 1.0, -1.0).astype(spins.dtype)
+        spins = jnp.where(colour == parity, proposal, spins)
+    return GibbsState(spins), _exact_info(spins.dtype)
 
 
 def metropolis_within_gibbs(logdensity_fn: LogDensityFn, scale: ArrayLike) -> SamplingAlgorithm:

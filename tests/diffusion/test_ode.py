@@ -291,3 +291,7 @@ def test_errors_name_the_argument():
         ode.probability_flow_log_likelihood(
             key, score, SCHEDULE, x, prior_logdensity_fn=lambda z: z
         )
+    with pytest.raises(TypeError, match=r"rng_key must be a jax\.random key, got int"):
+        ode.probability_flow_log_likelihood(0, score, SCHEDULE, x)
+    with pytest.raises(ValueError, match="rng_key must be a single key"):
+        ode.probability_flow_log_likelihood(jax.random.split(key, 2), score, SCHEDULE, x)

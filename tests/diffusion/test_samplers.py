@@ -248,3 +248,30 @@ def test_errors_name_the_argument():
         samplers.ancestral_sample(0, score, SCHEDULE, x)
     with pytest.raises(TypeError, match="event_shape"):
         samplers.initial_noise(key, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("rng_key", "error", "match"),
+    [
+        (0, TypeError, r"rng_key must be a jax\.random key, got int"),
+        (jax.random.split(jax.random.key(0), 2), ValueError, "rng_key must be a single key"),
+    ],
+    ids=["int", "two_keys"],
+)
+def test_every_sampler_names_a_bad_key_before_tracing(rng_key, error, match):
+    x, score = jnp.zeros((3, 2)), lambda x, beta: -x
+    energy = lambda x, beta: -0.5 * jnp.sum(x**2)
+    calls = [
+        lambda: samplers.initial_noise(rng_key, 3, (2,)),
+        lambda: samplers.ancestral_sample(rng_key, score, SCHEDULE, x, num_steps=2),
+        lambda: samplers.predictor_corrector_sample(rng_key, score, SCHEDULE, x, num_steps=2),
+        lambda: samplers.annealed_langevin_sample(
+            rng_key, score, SCHEDULE, x, step_size=1e-3, num_steps=2
+        ),
+        lambda: samplers.annealed_mala_sample(
+            rng_key, energy, SCHEDULE, x, step_size=1e-3, num_steps=2
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(error, match=match):
+            call()
