@@ -216,15 +216,9 @@ def ula_step(
     return select_state(finite, proposed, state), info
 
 
-def build_mala_kernel(
-    logdensity_fn: LogDensityFn,
+def _with_positional_parameters(
+    step: Callable[..., tuple[MALAState, MHInfo]], logdensity_fn: LogDensityFn
 ) -> Callable[..., tuple[MALAState, MHInfo]]:
-    """MALA transition with its parameters as arguments (for adaptation, per-chain tuning).
-
-    Returns:
-      ``kernel(rng_key, state, step_size, noise_variance, preconditioner)``.
-    """
-
     def kernel(
         rng_key: PRNGKey,
         state: MALAState,
@@ -232,7 +226,7 @@ def build_mala_kernel(
         noise_variance: Array,
         preconditioner: Preconditioner,
     ) -> tuple[MALAState, MHInfo]:
-        return mala_step(
+        return step(
             rng_key,
             state,
             logdensity_fn=logdensity_fn,
@@ -242,6 +236,17 @@ def build_mala_kernel(
         )
 
     return kernel
+
+
+def build_mala_kernel(
+    logdensity_fn: LogDensityFn,
+) -> Callable[..., tuple[MALAState, MHInfo]]:
+    """MALA transition with its parameters as arguments (for adaptation, per-chain tuning).
+
+    Returns:
+      ``kernel(rng_key, state, step_size, noise_variance, preconditioner)``.
+    """
+    return _with_positional_parameters(mala_step, logdensity_fn)
 
 
 def build_ula_kernel(
@@ -252,24 +257,7 @@ def build_ula_kernel(
     Returns:
       ``kernel(rng_key, state, step_size, noise_variance, preconditioner)``.
     """
-
-    def kernel(
-        rng_key: PRNGKey,
-        state: MALAState,
-        step_size: Array,
-        noise_variance: Array,
-        preconditioner: Preconditioner,
-    ) -> tuple[MALAState, MHInfo]:
-        return ula_step(
-            rng_key,
-            state,
-            logdensity_fn=logdensity_fn,
-            step_size=step_size,
-            noise_variance=noise_variance,
-            preconditioner=preconditioner,
-        )
-
-    return kernel
+    return _with_positional_parameters(ula_step, logdensity_fn)
 
 
 def _init(
