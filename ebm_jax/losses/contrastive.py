@@ -39,11 +39,22 @@ Where the negative chains start is the only difference between the methods:
   buffer, each chain restarted from noise with a fixed probability (Du &
   Mordatch 2019, IGEBM).
 
-A sampler is any ``sampler(params) -> SamplingAlgorithm`` moving ONE sample of
-the model with parameters ``params``, e.g. ``lambda params:
-ej.samplers.ula(functools.partial(logdensity_fn, params), 0.01)`` or an RBM's
-exact ``rbm.block_gibbs``; by default MALA with ``step_size``. The sampler
-sees ``stop_gradient(params)``, so no gradient is traced through the chains.
+A sampler is any ``sampler(params) -> kernel`` moving ONE sample of the model
+with parameters ``params``, where a kernel is any object with BlackJAX's
+``init(position) -> state`` / ``step(rng_key, state) -> (state, info)`` shape
+and ``state.position``: e.g. ``lambda params:
+ej.samplers.ula(functools.partial(logdensity_fn, params), 0.01)``, an RBM's
+exact ``rbm.block_gibbs``, or ``lambda params: blackjax.mala(
+functools.partial(logdensity_fn, params), 0.01)``; by default MALA with
+``step_size``. The sampler sees ``stop_gradient(params)``, so no gradient is
+traced through the chains. The kernel's ``info`` is read by name:
+``acceptance_rate`` and ``is_nonfinite`` where present; a kernel without
+``acceptance_rate`` reports a NaN acceptance, one without ``is_nonfinite``
+(BlackJAX's kernels) counts no non-finite proposals.
+
+A sample is any pytree of floating arrays (a flat array, or e.g. a dict of
+arrays), as for the kernels; a batch (data, chains, replay buffer) is the
+same pytree with a leading batch axis on every leaf.
 
 References:
   Hinton (2002), *Training products of experts by minimizing contrastive
@@ -69,28 +80,32 @@ from ebm_jax._validation import (
     check_logdensity,
     check_positive_scalar,
 )
-from ebm_jax.losses.score_matching import LossFn, ParametricFn, as_batch
-from ebm_jax.samplers.base import SamplingAlgorithm
+from ebm_jax.losses.score_matching import LossFn, ParametricFn
 from ebm_jax.samplers.langevin import mala
 from ebm_jax.types import Array, ArrayLike, ArrayTree, PRNGKey
 
-SamplerFactory = Callable[[ArrayTree], SamplingAlgorithm]
-"""``sampler(params) -> SamplingAlgorithm``: a kernel for one sample of the model."""
+SamplerFactory = Callable[[ArrayTree], Any]
+"""``sampler(params) -> kernel``: any object with ``init(position)`` and
+``step(rng_key, state)`` (an :class:`~ebm_jax.samplers.SamplingAlgorithm`, a
+BlackJAX algorithm, ...) for one sample of the model."""
 
-ReinitFn = Callable[[PRNGKey], Array]
-"""``reinit_fn(rng_key) -> position``: one fresh chain start (e.g. noise)."""
+ReinitFn = Callable[[PRNGKey], ArrayTree]
+"""``reinit_fn(rng_key) -> position``: one fresh chain start (e.g. noise), shaped like a sample."""
 
 
 class NegativeChains(NamedTuple):
     """The end of a batch of negative chains, with the kernel's diagnostics.
 
     Attributes:
-      positions: ``(num_chains, *event_shape)``, gradients stopped.
-      acceptance_rate: mean acceptance over all chains and steps (a scalar).
-      num_nonfinite: rejected non-finite proposals over all chains and steps.
+      positions: the batch of final positions (every leaf ``(num_chains, ...)``),
+        gradients stopped.
+      acceptance_rate: mean acceptance over all chains and steps (a scalar);
+        NaN when the kernel's ``info`` has no ``acceptance_rate``.
+      num_nonfinite: rejected non-finite proposals over all chains and steps;
+        0 when the kernel's ``info`` has no ``is_nonfinite`` (e.g. BlackJAX kernels).
     """
 
-    positions: Array
+    positions: ArrayTree
     acceptance_rate: Array
     num_nonfinite: Array
 
@@ -99,14 +114,17 @@ class PersistentChains(NamedTuple):
     """The loss state of persistent CD: the chains (or replay buffer) and counters.
 
     Attributes:
-      positions: the buffer, ``(num_chains, *event_shape)``.
+      positions: the buffer, a pytree like a sample with a leading
+        ``num_chains`` axis on every leaf.
       num_updates: loss evaluations so far (int32).
       num_reinitialised: chains restarted by ``reinit_fn`` so far (int32).
-      num_nonfinite: non-finite proposals rejected so far (int32).
-      acceptance_rate: mean acceptance of the chains at the last update.
+      num_nonfinite: non-finite proposals rejected so far (int32); only
+        kernels whose ``info`` has ``is_nonfinite`` report them.
+      acceptance_rate: mean acceptance of the chains at the last update (NaN
+        for a kernel whose ``info`` has no ``acceptance_rate``).
     """
 
-    positions: Array
+    positions: ArrayTree
     num_updates: Array
     num_reinitialised: Array
     num_nonfinite: Array
@@ -118,15 +136,86 @@ class PersistentContrastiveDivergence(NamedTuple):
 
     Attributes:
       init: ``init(initial_positions) -> PersistentChains``; validates the
-        buffer, ``(num_chains, *event_shape)``, finite floating values.
+        buffer (a pytree like a sample with a leading ``num_chains`` axis on
+        every leaf, finite floating values).
       loss: ``loss(params, rng_key, batch, chains) -> (scalar, chains)``, the
         stateful form :func:`ebm_jax.training.fit` takes with ``loss_state``.
     """
 
-    init: Callable[[ArrayLike], PersistentChains]
+    init: Callable[[ArrayTree], PersistentChains]
     loss: Callable[
-        [ArrayTree, PRNGKey, ArrayLike, PersistentChains], tuple[Array, PersistentChains]
+        [ArrayTree, PRNGKey, ArrayTree, PersistentChains], tuple[Array, PersistentChains]
     ]
+
+
+# --------------------------------------------------------------------------- batches of pytrees
+
+
+def _as_batch_tree(batch: ArrayTree, name: str) -> ArrayTree:
+    """Floating leaves, each ``(batch_size, ...)`` with one shared ``batch_size >= 1``."""
+    leaves, treedef = jax.tree.flatten(batch)
+    if not leaves:
+        raise ValueError(f"{name} must be an array or a pytree of arrays, got no arrays")
+    arrays = []
+    for leaf in leaves:
+        array = jnp.asarray(leaf)
+        if array.ndim < 1 or array.shape[0] < 1:
+            raise ValueError(
+                f"{name} must have a leading batch axis, shape (batch_size, *event_shape) "
+                f"with batch_size >= 1 on every leaf, got shape {array.shape}"
+            )
+        if not jnp.issubdtype(array.dtype, jnp.floating):
+            array = array.astype(jnp.result_type(float))
+        arrays.append(array)
+    sizes = sorted({array.shape[0] for array in arrays})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"every leaf of {name} must have the same leading batch size, got sizes {sizes}"
+        )
+    return jax.tree.unflatten(treedef, arrays)
+
+
+def _batch_size(batch: ArrayTree) -> int:
+    return int(jax.tree.leaves(batch)[0].shape[0])
+
+
+def _first(batch: ArrayTree) -> ArrayTree:
+    return jax.tree.map(lambda leaf: leaf[0], batch)
+
+
+def _event_shapes(batch: ArrayTree) -> Any:
+    """The shapes of one sample (a tuple for an array, the pytree of tuples otherwise)."""
+    leaves, treedef = jax.tree.flatten(batch)
+    shapes = [tuple(leaf.shape[1:]) for leaf in leaves]
+    if jax.tree_util.treedef_is_leaf(treedef):  # a bare array
+        return shapes[0]
+    return jax.tree.unflatten(treedef, shapes)
+
+
+def _same_events(first: ArrayTree, second: ArrayTree) -> bool:
+    first_structure: Any = jax.tree.structure(first)
+    return first_structure == jax.tree.structure(second) and all(
+        a.shape[1:] == b.shape[1:]
+        for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True)
+    )
+
+
+def _float_dtype(batch: ArrayTree) -> Any:
+    return jnp.result_type(*jax.tree.leaves(batch))
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def _check_kernel(algorithm: Any, name: str) -> None:
+    """``init`` and ``step`` must be callables (BlackJAX's kernel shape)."""
+    init, step = getattr(algorithm, "init", None), getattr(algorithm, "step", None)
+    if not (callable(init) and callable(step)):
+        raise TypeError(
+            f"{name} must be a kernel with init(position) and step(rng_key, state) "
+            "(e.g. ej.samplers.mala(...) or blackjax.mala(...)), "
+            f"got {type(algorithm).__name__}"
+        )
 
 
 def _sampler_factory(
@@ -141,11 +230,11 @@ def _sampler_factory(
     if step_size is None:
         raise TypeError(
             "give step_size (the drift step of the default MALA sampler) or a "
-            "sampler(params) -> SamplingAlgorithm"
+            "sampler(params) -> kernel (an object with init and step)"
         )
     check_positive_scalar(step_size, "step_size")
 
-    def default_sampler(params: ArrayTree) -> SamplingAlgorithm:
+    def default_sampler(params: ArrayTree) -> Any:
         return mala(lambda x: logdensity_fn(params, x), step_size)
 
     return default_sampler
@@ -160,23 +249,33 @@ def _check_regularization(regularization: Any) -> float:
 
 
 def run_negative_chains(
-    rng_key: PRNGKey, algorithm: SamplingAlgorithm, initial_positions: Array, num_steps: int
+    rng_key: PRNGKey, algorithm: Any, initial_positions: ArrayTree, num_steps: int
 ) -> NegativeChains:
     """Move every chain ``num_steps`` kernel steps (vmap over chains, scan over steps).
 
     Only the last positions are kept. Negatives enter the loss with gradients
     stopped, so this is the whole sampling cost of one CD update.
 
+    The kernel's ``info`` is read by name: ``acceptance_rate`` (NaN when
+    absent) and ``is_nonfinite`` (counted as 0 when absent, e.g. for
+    BlackJAX kernels, which reject non-finite proposals without flagging them).
+
     Args:
       rng_key: a single key.
-      algorithm: a :class:`~ebm_jax.samplers.SamplingAlgorithm` for one chain.
-      initial_positions: ``(num_chains, *event_shape)``.
+      algorithm: a kernel for one chain: any object with ``init(position)``
+        and ``step(rng_key, state) -> (state, info)`` whose states have
+        ``.position`` (an :class:`~ebm_jax.samplers.SamplingAlgorithm`, a
+        BlackJAX algorithm, ...).
+      initial_positions: a pytree like one position with a leading
+        ``num_chains`` axis on every leaf (an array ``(num_chains, *event_shape)``).
       num_steps: kernel steps per chain, ``>= 1``.
 
     Returns:
       A :class:`NegativeChains`.
     """
-    num_chains = initial_positions.shape[0]
+    _check_kernel(algorithm, "algorithm")
+    num_chains = _batch_size(initial_positions)
+    dtype = _float_dtype(initial_positions)
     states = jax.vmap(algorithm.init)(initial_positions)
 
     # Per-chain counters, summed once after the loop: a cross-chain reduction
@@ -184,11 +283,16 @@ def run_negative_chains(
     def one_step(carry: tuple[Any, Array, Array], step_key: PRNGKey) -> tuple[Any, None]:
         states, accepted, nonfinite = carry
         states, info = jax.vmap(algorithm.step)(jax.random.split(step_key, num_chains), states)
-        accepted = accepted + info.acceptance_rate.astype(accepted.dtype)
-        nonfinite = nonfinite + info.is_nonfinite.astype(jnp.int32)
+        acceptance_rate = getattr(info, "acceptance_rate", None)
+        if acceptance_rate is None:
+            accepted = jnp.full_like(accepted, jnp.nan)
+        else:
+            accepted = accepted + jnp.asarray(acceptance_rate).astype(accepted.dtype)
+        is_nonfinite = getattr(info, "is_nonfinite", None)
+        if is_nonfinite is not None:
+            nonfinite = nonfinite + jnp.asarray(is_nonfinite).astype(jnp.int32)
         return (states, accepted, nonfinite), None
 
-    dtype = initial_positions.dtype
     carry = (states, jnp.zeros((num_chains,), dtype), jnp.zeros((num_chains,), jnp.int32))
     (states, accepted, nonfinite), _ = jax.lax.scan(
         one_step, carry, jax.random.split(rng_key, num_steps)
@@ -201,8 +305,8 @@ def run_negative_chains(
 def _surrogate(
     logdensity_fn: ParametricFn,
     params: ArrayTree,
-    positives: Array,
-    negatives: Array,
+    positives: ArrayTree,
+    negatives: ArrayTree,
     regularization: float,
 ) -> Array:
     """mean f(x⁻) − mean f(x⁺) + α(mean f(x⁺)² + mean f(x⁻)²)."""
@@ -237,15 +341,17 @@ def contrastive_divergence(
 
     Args:
       logdensity_fn: ``(params, x) -> f(x)``, unnormalised log-density of one sample.
-      sampler: ``sampler(params) -> SamplingAlgorithm`` for one sample; default
-        MALA on :math:`f_\\theta` with ``step_size``.
+      sampler: ``sampler(params) -> kernel`` for one sample, any object with
+        ``init`` / ``step`` (module docstring); default MALA on
+        :math:`f_\\theta` with ``step_size``.
       step_size: the default MALA's drift step :math:`\\tau` (give this or ``sampler``).
       num_steps: :math:`k`, kernel steps per update, ``>= 1``.
       regularization: :math:`\\alpha \\ge 0`.
 
     Returns:
-      ``loss_fn(params, rng_key, batch) -> scalar``; ``batch`` has shape
-      ``(batch_size, *event_shape)``.
+      ``loss_fn(params, rng_key, batch) -> scalar``; ``batch`` is a pytree
+      like one sample with a leading ``batch_size`` axis on every leaf (an
+      array ``(batch_size, *event_shape)``).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -266,19 +372,28 @@ def contrastive_divergence(
     num_steps = check_int(num_steps, "num_steps", 1)
     regularization = _check_regularization(regularization)
 
-    def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike) -> Array:
-        positives = as_batch(batch)
-        check_logdensity(lambda x: logdensity_fn(params, x), positives[0], "logdensity_fn")
+    def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayTree) -> Array:
+        positives = _as_batch_tree(batch, "batch")
+        check_logdensity(lambda x: logdensity_fn(params, x), _first(positives), "logdensity_fn")
         algorithm = make_sampler(jax.lax.stop_gradient(params))
+        _check_kernel(algorithm, "sampler(params)")
         negatives = run_negative_chains(rng_key, algorithm, positives, num_steps).positions
         return _surrogate(logdensity_fn, params, positives, negatives, regularization)
 
     return loss_fn
 
 
-def _gaussian_noise_like(position: Array) -> ReinitFn:
-    def reinit_fn(rng_key: PRNGKey) -> Array:
-        return jax.random.normal(rng_key, position.shape, position.dtype)
+def _gaussian_noise_like(position: ArrayTree) -> ReinitFn:
+    """Standard Gaussian noise shaped like ``position``, independent across leaves."""
+    leaves, treedef = jax.tree.flatten(position)
+
+    def reinit_fn(rng_key: PRNGKey) -> ArrayTree:
+        keys = [rng_key] if len(leaves) == 1 else list(jax.random.split(rng_key, len(leaves)))
+        noise = [
+            jax.random.normal(key, leaf.shape, leaf.dtype)
+            for key, leaf in zip(keys, leaves, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, noise)
 
     return reinit_fn
 
@@ -316,14 +431,15 @@ def persistent_contrastive_divergence(
 
     Args:
       logdensity_fn: ``(params, x) -> f(x)``, unnormalised log-density of one sample.
-      sampler: ``sampler(params) -> SamplingAlgorithm``; default MALA with ``step_size``.
+      sampler: ``sampler(params) -> kernel``, any object with ``init`` /
+        ``step`` (module docstring); default MALA with ``step_size``.
       step_size: the default MALA's drift step (give this or ``sampler``).
       num_steps: kernel steps per update, ``>= 1``.
       num_negatives: chains moved per update; default all of the buffer.
       reinit_probability: :math:`\\rho \\in [0, 1)`, e.g. 0.05 for IGEBM.
-      reinit_fn: ``reinit_fn(rng_key) -> position``; default standard
-        Gaussian noise of the event shape (for binary data pass e.g. a
-        Bernoulli draw).
+      reinit_fn: ``reinit_fn(rng_key) -> position``, a pytree like one
+        sample; default standard Gaussian noise of the sample's shape (for
+        binary data pass e.g. a Bernoulli draw).
       regularization: :math:`\\alpha \\ge 0`.
 
     Returns:
@@ -358,58 +474,73 @@ def persistent_contrastive_divergence(
         check_callable(reinit_fn, "reinit_fn")
     regularization = _check_regularization(regularization)
 
-    def init(initial_positions: ArrayLike) -> PersistentChains:
-        positions = as_batch(initial_positions)
-        check_finite_array(positions, "initial_positions")
-        if num_negatives is not None and num_negatives > positions.shape[0]:
+    def init(initial_positions: ArrayTree) -> PersistentChains:
+        positions = _as_batch_tree(initial_positions, "initial_positions")
+        for leaf in jax.tree.leaves(positions):
+            check_finite_array(leaf, "initial_positions")
+        buffer_size = _batch_size(positions)
+        if num_negatives is not None and num_negatives > buffer_size:
             raise ValueError(
-                f"num_negatives={num_negatives} exceeds the {positions.shape[0]} chains "
+                f"num_negatives={num_negatives} exceeds the {buffer_size} chains "
                 "of initial_positions"
             )
         zero = jnp.zeros((), jnp.int32)
-        return PersistentChains(positions, zero, zero, zero, jnp.zeros((), positions.dtype))
+        acceptance_rate = jnp.zeros((), _float_dtype(positions))
+        return PersistentChains(positions, zero, zero, zero, acceptance_rate)
 
     def loss(
-        params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike, chains: PersistentChains
+        params: ArrayTree, rng_key: PRNGKey, batch: ArrayTree, chains: PersistentChains
     ) -> tuple[Array, PersistentChains]:
-        positives = as_batch(batch)
+        positives = _as_batch_tree(batch, "batch")
         buffer = chains.positions
-        if buffer.shape[1:] != positives.shape[1:]:
+        if not _same_events(buffer, positives):
             raise ValueError(
-                f"the chains have event shape {buffer.shape[1:]} but the batch has "
-                f"{positives.shape[1:]}"
+                f"the chains have event shape {_event_shapes(buffer)} but the batch has "
+                f"{_event_shapes(positives)}"
             )
-        check_logdensity(lambda x: logdensity_fn(params, x), positives[0], "logdensity_fn")
+        check_logdensity(lambda x: logdensity_fn(params, x), _first(positives), "logdensity_fn")
         select_key, reinit_key, chain_key = jax.random.split(rng_key, 3)
 
-        buffer_size = buffer.shape[0]
+        buffer_size = _batch_size(buffer)
         count = buffer_size if num_negatives is None else num_negatives
         if count == buffer_size:
-            indices = jnp.arange(buffer_size)
+            indices = None
+            starts = buffer
         else:
             indices = jax.random.choice(select_key, buffer_size, (count,), replace=False)
-        starts = buffer[indices]
+            starts = jax.tree.map(lambda leaf: leaf[indices], buffer)
 
         num_reinitialised = chains.num_reinitialised
         if reinit_probability > 0:
             coin_key, noise_key = jax.random.split(reinit_key)
             restart = jax.random.bernoulli(coin_key, reinit_probability, (count,))
-            draw = reinit_fn if reinit_fn is not None else _gaussian_noise_like(starts[0])
-            fresh = jax.vmap(draw)(jax.random.split(noise_key, count)).astype(starts.dtype)
-            if fresh.shape != starts.shape:
+            draw = reinit_fn if reinit_fn is not None else _gaussian_noise_like(_first(starts))
+            fresh = jax.vmap(draw)(jax.random.split(noise_key, count))
+            if not _same_events(fresh, starts):
                 raise ValueError(
-                    f"reinit_fn must return one position of shape {starts.shape[1:]}, "
-                    f"got {fresh.shape[1:]}"
+                    f"reinit_fn must return one position of shape {_event_shapes(starts)}, "
+                    f"got {_event_shapes(fresh)}"
                 )
-            mask = restart.reshape((count,) + (1,) * (starts.ndim - 1))
-            starts = jnp.where(mask, fresh, starts)
+
+            def restart_where(fresh_leaf: Array, start_leaf: Array) -> Array:
+                mask = restart.reshape((count,) + (1,) * (start_leaf.ndim - 1))
+                return jnp.where(mask, fresh_leaf.astype(start_leaf.dtype), start_leaf)
+
+            starts = jax.tree.map(restart_where, fresh, starts)
             num_reinitialised = num_reinitialised + jnp.sum(restart, dtype=jnp.int32)
 
         algorithm = make_sampler(jax.lax.stop_gradient(params))
+        _check_kernel(algorithm, "sampler(params)")
         negatives = run_negative_chains(chain_key, algorithm, starts, num_steps)
         value = _surrogate(logdensity_fn, params, positives, negatives.positions, regularization)
+        if indices is None:
+            positions = negatives.positions
+        else:
+            positions = jax.tree.map(
+                lambda leaf, new: leaf.at[indices].set(new), buffer, negatives.positions
+            )
         new_chains = PersistentChains(
-            positions=buffer.at[indices].set(negatives.positions),
+            positions=positions,
             num_updates=chains.num_updates + 1,
             num_reinitialised=num_reinitialised,
             num_nonfinite=chains.num_nonfinite + negatives.num_nonfinite,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,3 +236,173 @@ def test_pcd_gradient_on_a_tiny_rbm_is_the_exact_likelihood_gradient():
     ):
         assert np.all(np.abs(np.asarray(estimate - truth)) < Z * np.asarray(se) + 1e-6)
     assert max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(exact)) > 0.05
+
+
+# ------------------------------------------------------------------ pytree samples, foreign kernels
+
+DICT_MEAN = {"scalar": jnp.array(2.0), "vector": jnp.array([-1.0, 0.5, 1.5])}
+
+
+def dict_gaussian_logdensity(mean, x):
+    """N(mean, I) over a dict sample {"scalar": (), "vector": (3,)}; grad_mean f = x - mean."""
+    return -0.5 * sum(jnp.sum((x[name] - mean[name]) ** 2) for name in x)
+
+
+def dict_data(rng_key, num_examples):
+    scalar_key, vector_key = jax.random.split(rng_key)
+    return {
+        "scalar": DICT_MEAN["scalar"] + jax.random.normal(scalar_key, (num_examples,)),
+        "vector": DICT_MEAN["vector"] + jax.random.normal(vector_key, (num_examples, 3)),
+    }
+
+
+def blackjax_mala_sampler(step_size):
+    blackjax = pytest.importorskip("blackjax")
+
+    def sampler(mean):
+        return blackjax.mala(lambda x: dict_gaussian_logdensity(mean, x), step_size)
+
+    return sampler
+
+
+def zeros_like_mean(num_chains=None):
+    shape = () if num_chains is None else (num_chains,)
+    return jax.tree.map(lambda leaf: jnp.zeros(shape + leaf.shape), DICT_MEAN)
+
+
+@pytest.mark.parametrize("kernel", ["ebm_jax", "blackjax"])
+def test_long_cd_chains_on_dict_samples_give_the_likelihood_gradient(kernel):
+    """E[∇L] = mean − mean(x⁺) leaf by leaf, within z/√N, for ej.samplers.mala and blackjax.mala."""
+    num_chains = 1024
+    batch = dict_data(jax.random.key(1), num_chains)
+    if kernel == "ebm_jax":
+        loss_fn = losses.contrastive_divergence(
+            dict_gaussian_logdensity, step_size=0.5, num_steps=60
+        )
+    else:
+        loss_fn = losses.contrastive_divergence(
+            dict_gaussian_logdensity, sampler=blackjax_mala_sampler(0.5), num_steps=60
+        )
+    mean = {"scalar": jnp.array(0.5), "vector": jnp.array([0.3, -0.2, 0.0])}
+    gradient = jax.jit(jax.grad(loss_fn))(mean, jax.random.key(2), batch)
+    exact = jax.tree.map(lambda m, x: m - jnp.mean(x, axis=0), mean, batch)
+    assert jax.tree.structure(gradient) == jax.tree.structure(mean)
+    for estimate, truth in zip(jax.tree.leaves(gradient), jax.tree.leaves(exact), strict=True):
+        assert np.all(np.abs(np.asarray(estimate - truth)) < Z / np.sqrt(num_chains))
+        assert np.all(np.abs(np.asarray(truth)) > 4 * Z / np.sqrt(num_chains))  # not ~0
+
+
+def test_pcd_on_dict_samples_fits_the_mean_of_every_leaf():
+    """A short PCD fit of N(mean, I) over dict samples reaches the sample mean (the MLE)."""
+    data = dict_data(jax.random.key(0), 2000)
+    pcd = losses.persistent_contrastive_divergence(
+        dict_gaussian_logdensity, step_size=0.5, num_steps=2
+    )
+    chains = pcd.init(zeros_like_mean(256))
+    result = training.fit(
+        jax.random.key(1),
+        pcd.loss,
+        zeros_like_mean(),
+        optax.adam(optax.cosine_decay_schedule(0.1, 400, alpha=0.05)),
+        data,
+        num_steps=400,
+        batch_size=200,
+        loss_state=chains,
+    )
+    mle = jax.tree.map(lambda x: jnp.mean(x, axis=0), data)
+    for name in DICT_MEAN:
+        np.testing.assert_allclose(result.params[name], mle[name], atol=0.05)
+    positions = result.loss_state.positions
+    assert jax.tree.map(jnp.shape, positions) == {"scalar": (256,), "vector": (256, 3)}
+    assert int(result.loss_state.num_updates) == 400
+    assert 0.5 < float(result.loss_state.acceptance_rate) <= 1.0
+
+
+def test_pcd_replay_buffer_with_blackjax_mala_on_dict_samples():
+    """blackjax.mala as the sampler: chains move, restarts hit every leaf, no non-finite flag."""
+    buffer_size, num_negatives = 500, 100
+    pcd = losses.persistent_contrastive_divergence(
+        dict_gaussian_logdensity,
+        sampler=blackjax_mala_sampler(0.05),
+        num_steps=3,
+        num_negatives=num_negatives,
+        reinit_probability=0.5,
+        reinit_fn=lambda key: {"scalar": jnp.array(100.0), "vector": jnp.full((3,), 100.0)},
+    )
+    chains = pcd.init(zeros_like_mean(buffer_size))
+    batch = dict_data(jax.random.key(0), 32)
+    loss, new = jax.jit(pcd.loss)(DICT_MEAN, jax.random.key(1), batch, chains)
+    assert np.isfinite(float(loss))
+    scalar, vector = np.asarray(new.positions["scalar"]), np.asarray(new.positions["vector"])
+    moved = scalar != 0.0
+    assert moved.sum() == num_negatives  # a continuous kernel moves every picked chain
+    assert np.all(np.all(vector != 0.0, axis=1) == moved)
+    # Three steps with tau = 0.05 move a chain restarted at 100 to about 100 (1 - tau)^3 = 86.
+    restarted = scalar > 50.0
+    assert restarted.sum() == int(new.num_reinitialised) > 0
+    assert np.all(vector[restarted] > 50.0) and np.all(vector[moved & ~restarted] < 50.0)
+    assert int(new.num_nonfinite) == 0  # BlackJAX's info has no is_nonfinite
+    assert 0.0 < float(new.acceptance_rate) <= 1.0
+
+
+def test_default_reinit_noise_follows_the_sample_pytree():
+    pcd = losses.persistent_contrastive_divergence(
+        dict_gaussian_logdensity, sampler=shift_dict_sampler, reinit_probability=0.9
+    )
+    chains = pcd.init(zeros_like_mean(400))
+    _, new = pcd.loss(zeros_like_mean(), jax.random.key(0), dict_data(jax.random.key(1), 8), chains)
+    restarted = np.asarray(new.positions["scalar"]) != 0.0
+    assert restarted.sum() == int(new.num_reinitialised)
+    vector = np.asarray(new.positions["vector"])
+    assert np.all(np.all(vector[restarted] != 0.0, axis=1)) and np.all(vector[~restarted] == 0.0)
+    noise = np.concatenate([np.asarray(new.positions["scalar"])[restarted], vector[restarted, 0]])
+    assert abs(noise.std() - 1.0) < 0.1  # standard Gaussian restarts on every leaf
+
+
+class BareInfo(NamedTuple):
+    """An info with neither acceptance_rate nor is_nonfinite."""
+
+    is_accepted: jax.Array
+
+
+def shift_dict_sampler(params):
+    """A deterministic kernel x -> x + params on dict samples, whose info lacks the counters."""
+
+    def step(rng_key, state):
+        del rng_key
+        return GibbsState(jax.tree.map(jnp.add, state.position, params)), BareInfo(jnp.array(True))
+
+    return SamplingAlgorithm(GibbsState, step)
+
+
+def test_missing_info_fields_give_nan_acceptance_and_no_nonfinite_count():
+    pcd = losses.persistent_contrastive_divergence(
+        dict_gaussian_logdensity, sampler=shift_dict_sampler, num_steps=2
+    )
+    chains = pcd.init(zeros_like_mean(16))
+    _, new = pcd.loss(DICT_MEAN, jax.random.key(0), dict_data(jax.random.key(1), 8), chains)
+    assert np.isnan(float(new.acceptance_rate)) and int(new.num_nonfinite) == 0
+    np.testing.assert_allclose(new.positions["vector"], np.tile(2 * DICT_MEAN["vector"], (16, 1)))
+
+
+def test_pytree_batches_fail_with_named_errors():
+    pcd = losses.persistent_contrastive_divergence(
+        dict_gaussian_logdensity,
+        step_size=0.1,
+        reinit_probability=0.1,
+        reinit_fn=lambda key: {"scalar": jnp.zeros(()), "vector": jnp.zeros(2)},
+    )
+    with pytest.raises(ValueError, match="same leading batch size"):
+        pcd.init({"scalar": jnp.zeros(4), "vector": jnp.zeros((5, 3))})
+    with pytest.raises(ValueError, match="initial_positions"):
+        pcd.init({"scalar": jnp.full(4, jnp.nan), "vector": jnp.zeros((4, 3))})
+    chains = pcd.init(zeros_like_mean(10))
+    with pytest.raises(ValueError, match="event shape"):
+        pcd.loss(DICT_MEAN, jax.random.key(0), {"vector": jnp.zeros((4, 3))}, chains)
+    with pytest.raises(ValueError, match="reinit_fn"):
+        pcd.loss(DICT_MEAN, jax.random.key(0), dict_data(jax.random.key(1), 4), chains)
+    not_a_kernel = losses.contrastive_divergence(
+        dict_gaussian_logdensity, sampler=lambda params: object()
+    )
+    with pytest.raises(TypeError, match="init"):
+        not_a_kernel(DICT_MEAN, jax.random.key(0), dict_data(jax.random.key(1), 4))

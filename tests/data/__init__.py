@@ -1,0 +1,1 @@
+"""Reference data for the end-to-end tests, each with the script that made it."""
