@@ -404,8 +404,12 @@ def _move_chains(
         def one_step(carry: tuple, step_key: PRNGKey) -> tuple[tuple, None]:
             state, rate_sum, num_nonfinite = carry
             state, info = algorithm.step(step_key, state)
-            rate_sum = rate_sum + info.acceptance_rate.astype(rate_sum.dtype)
-            return (state, rate_sum, num_nonfinite + info.is_nonfinite), None
+            # Info fields by name: a kernel without them (BlackJAX's have no is_nonfinite)
+            # reports a NaN acceptance and no non-finite proposals.
+            acceptance = getattr(info, "acceptance_rate", jnp.nan)
+            nonfinite = getattr(info, "is_nonfinite", False)
+            rate_sum = rate_sum + jnp.asarray(acceptance).astype(rate_sum.dtype)
+            return (state, rate_sum, num_nonfinite + jnp.asarray(nonfinite, jnp.int32)), None
 
         carry = (algorithm.init(position), jnp.zeros((), _dtype(positions)), jnp.int32(0))
         if num_steps == 1:  # the common case: no inner loop to compile
@@ -860,8 +864,11 @@ def annealed_importance_sampling(
         default :func:`sigmoid_schedule`; ignored when ``temperatures`` is given.
       temperatures: :math:`(\\beta_0, \\dots, \\beta_T)`, strictly increasing
         from exactly 0 to exactly 1.
-      transition: ``tempered_logdensity_fn -> SamplingAlgorithm``, e.g.
-        ``lambda f: ej.samplers.rwmh(f, 0.5)``; ``None`` for the default.
+      transition: ``tempered_logdensity_fn -> kernel``, any object with
+        ``init(position)`` / ``step(rng_key, state)``, e.g.
+        ``lambda f: ej.samplers.rwmh(f, 0.5)`` or ``lambda f: blackjax.mala(f,
+        0.1)`` (info fields read by name: no ``acceptance_rate`` gives a NaN
+        acceptance, no ``is_nonfinite`` counts none); ``None`` for the default.
       step_size: MALA step :math:`\\tau` (default transition only): a scalar,
         or one per temperature, aligned with ``temperatures`` (the entry for
         :math:`\\beta_0` is used only by the reverse pass); ``None`` tunes it.

@@ -303,6 +303,23 @@ def test_ais_on_a_pytree_target_matches_log_z_forward_and_reverse():
         assert int(jnp.sum(result.num_nonfinite)) == 0
 
 
+def test_ais_with_a_blackjax_transition_on_a_pytree_target():
+    """A BlackJAX kernel (its info has no is_nonfinite) as the transition: counted as absent."""
+    blackjax = pytest.importorskip("blackjax")
+    result = partition.annealed_importance_sampling(
+        jax.random.key(4),
+        tree_gaussian,
+        TREE_BASE,
+        num_chains=256,
+        num_temperatures=100,
+        transition=lambda logdensity_fn: blackjax.mala(logdensity_fn, 0.2),
+    )
+    error = abs(float(result.log_partition) - TREE_LOG_Z)
+    assert error < 4.0 * float(result.standard_error), (error, result.standard_error)
+    assert int(jnp.sum(result.num_nonfinite)) == 0
+    assert bool(jnp.all((result.acceptance_rate > 0.3) & (result.acceptance_rate <= 1.0)))
+
+
 def test_a_new_gaussian_base_of_the_same_shapes_does_not_recompile():
     traces = []
 
