@@ -17,7 +17,7 @@ import functools
 import math
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -108,7 +108,7 @@ class _Kernel(NamedTuple):
 
     static: _static.Static | None
     per_chain: bool
-    factory: Any
+    factory: _static.FunctionKey | None
 
 
 def _info_field(info: Any, name: str) -> Array | None:
@@ -118,7 +118,7 @@ def _info_field(info: Any, name: str) -> Array | None:
 
 def _build(kernel: _Kernel, arrays: Any) -> Any:
     if kernel.factory is not None:
-        return kernel.factory.value(**arrays)
+        return kernel.factory.function(**arrays)
     assert kernel.static is not None
     return _static.merge(arrays, kernel.static)
 
@@ -311,33 +311,6 @@ def _check_positions(initial_positions: Any) -> tuple[ArrayTree, int]:
     return positions, num_chains
 
 
-class _FactoryKey:
-    """A kernel factory as a static key: equal ``functools.partial`` objects share a compile."""
-
-    __slots__ = ("key", "value")
-
-    def __init__(self, factory: Callable[..., Any]) -> None:
-        self.value = factory
-        key: Any = factory
-        if isinstance(factory, functools.partial):
-            try:
-                key = (factory.func, factory.args, tuple(sorted(factory.keywords.items())))
-                hash(key)
-            except TypeError:
-                key = factory
-        self.key = key
-
-    def __hash__(self) -> int:
-        return hash(self.key) if self.key is not self.value else id(self.value)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _FactoryKey):
-            return False
-        if self.key is self.value or other.key is other.value:
-            return self.value is other.value
-        return bool(self.key == other.key)
-
-
 def _is_kernel(algorithm: Any) -> bool:
     return callable(getattr(algorithm, "init", None)) and callable(getattr(algorithm, "step", None))
 
@@ -378,7 +351,7 @@ def _check_kernel(
     if arrays:
         batched = jax.vmap(lambda p: _static.split(algorithm(**p))[0])(parameters)
         return _Kernel(static, True, None), batched
-    return _Kernel(None, True, _FactoryKey(algorithm)), parameters
+    return _Kernel(None, True, _static.FunctionKey(algorithm)), parameters
 
 
 def _check_options(

@@ -7,6 +7,8 @@ both directions. Every moment is checked against a closed form within
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +141,44 @@ def test_dict_positions_with_blackjax_and_ebm_jax_mala(kernel):
         assert result.num_nonfinite is None  # BlackJAX's MALAInfo has no is_nonfinite
     else:
         assert int(jnp.sum(result.num_nonfinite)) == 0
+
+
+_TRACES: list = []
+
+
+def traced_logdensity(x):
+    _TRACES.append(None)  # runs only while JAX traces
+    return gaussian_logdensity(x)
+
+
+def test_per_chain_parameters_of_a_blackjax_factory():
+    """BlackJAX closes over its step size: the factory is called per chain inside the step.
+
+    Tiny and huge step sizes on two halves of the chains give near-1 and near-0
+    acceptance; a rebuilt equal ``functools.partial`` reuses the compiled program.
+    """
+    traces = _TRACES  # a global: a closed-over list would be part of the compile key
+
+    step_sizes = jnp.where(jnp.arange(8) < 4, 1e-4, 50.0)
+    results = [
+        ej.run_chains(
+            jax.random.key(seed),
+            functools.partial(blackjax.mala, traced_logdensity),
+            exact_draws(jax.random.key(7), 8),
+            50,
+            chain_parameters={"step_size": step_sizes},
+        )
+        for seed in (0, 1)
+    ]
+    num_traces = len(traces)
+    ej.run_chains(
+        jax.random.key(2),
+        functools.partial(blackjax.mala, traced_logdensity),
+        exact_draws(jax.random.key(7), 8),
+        50,
+        chain_parameters={"step_size": 2.0 * step_sizes},
+    )
+    assert len(traces) == num_traces
+    for result in results:
+        assert float(result.acceptance_rate[:4].min()) > 0.99
+        assert float(result.acceptance_rate[4:].max()) < 0.1
