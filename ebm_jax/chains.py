@@ -17,7 +17,7 @@ import functools
 import math
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -100,14 +100,18 @@ class _Accumulator(NamedTuple):
 class _Kernel(NamedTuple):
     """A kernel split for ``jit``: its arrays are traced, the rest is a static key.
 
-    ``per_chain`` marks a kernel built per chain from ``chain_parameters``: its
-    arrays then have a leading chain axis (``factory`` is None), or, for a
-    factory whose numbers are not pytree leaves (BlackJAX's closures), the
-    factory is called inside the step with each chain's parameters.
+    ``in_axes`` is ``None`` for one kernel shared by all chains. For a kernel
+    built per chain from ``chain_parameters`` it is a tuple, one entry per
+    array: ``0`` for an array with a leading chain axis (it depends on a
+    chain's parameters), ``None`` for one shared by all chains (a mass matrix
+    bound in the factory: one copy, one Cholesky factor). For a factory whose
+    numbers are not pytree leaves (BlackJAX's closures), ``factory`` is set,
+    the arrays are the per-chain parameters (``in_axes`` 0) and the factory is
+    called inside the step.
     """
 
     static: _static.Static | None
-    per_chain: bool
+    in_axes: Any
     factory: _static.FunctionKey | None
 
 
@@ -128,10 +132,13 @@ def _step_all(
 ) -> tuple[Any, Any]:
     """One transition of every chain, with per-(chain, step) keys."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, step_index)
-    in_axes = 0 if kernel.per_chain else None
-    return jax.vmap(lambda k, s, a: _build(kernel, a).step(k, s), in_axes=(0, 0, in_axes))(
+    return jax.vmap(lambda k, s, a: _build(kernel, a).step(k, s), in_axes=(0, 0, _in_axes(kernel)))(
         keys, states, arrays
     )
+
+
+def _in_axes(kernel: _Kernel) -> Any:
+    return list(kernel.in_axes) if isinstance(kernel.in_axes, tuple) else kernel.in_axes
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "stream"))
@@ -139,8 +146,7 @@ def _init_states(
     positions: ArrayTree, arrays: Any, chain_keys: PRNGKey, *, kernel: _Kernel, stream: bool
 ) -> tuple[Any, _Accumulator]:
     """Initial state of every chain and zeroed sums; compiled once per kernel structure."""
-    in_axes = 0 if kernel.per_chain else None
-    states = jax.vmap(lambda x, a: _build(kernel, a).init(x), in_axes=(0, in_axes))(
+    states = jax.vmap(lambda x, a: _build(kernel, a).init(x), in_axes=(0, _in_axes(kernel)))(
         positions, arrays
     )
     return states, _new_accumulator(kernel, states, chain_keys, arrays, stream)
@@ -329,7 +335,7 @@ def _check_kernel(
                 f"{type(algorithm).__name__}"
             )
         arrays, static = _static.split(algorithm)
-        return _Kernel(static, False, None), arrays
+        return _Kernel(static, None, None), arrays
     if not callable(algorithm) or _is_kernel(algorithm):
         raise TypeError(
             "with chain_parameters, algorithm must be a factory returning a kernel, "
@@ -344,14 +350,39 @@ def _check_kernel(
                 f"chain_parameters[{name!r}] must have a leading axis of num_chains="
                 f"{num_chains}, got shape {value.shape}"
             )
-    # Build every chain's kernel once (a Cholesky factor per chain, not per step) when its
-    # numbers are pytree leaves; else call the factory inside the step.
-    first = algorithm(**{name: value[0] for name, value in parameters.items()})
-    arrays, static = _static.split(first)
-    if arrays:
-        batched = jax.vmap(lambda p: _static.split(algorithm(**p))[0])(parameters)
-        return _Kernel(static, True, None), batched
-    return _Kernel(None, True, _static.FunctionKey(algorithm)), parameters
+    # Build every chain's kernel once, not at every step, when its numbers are pytree
+    # leaves: arrays that depend on a chain's parameters get a chain axis, the others
+    # (a mass matrix bound in the factory) are built once and shared.
+    first_parameters = {name: value[0] for name, value in parameters.items()}
+    first_arrays, static = _static.split(algorithm(**first_parameters))
+    if not first_arrays:  # numbers in closures: call the factory inside the step
+        return _Kernel(None, 0, _static.FunctionKey(algorithm)), parameters
+
+    def kernel_arrays(chain: Mapping[str, Array]) -> list[Array]:
+        return _static.split(algorithm(**chain))[0]
+
+    per_chain = _depends_on_input(kernel_arrays, first_parameters)
+    batched = iter(
+        jax.vmap(
+            lambda chain: [a for a, dep in zip(kernel_arrays(chain), per_chain, strict=True) if dep]
+        )(parameters)
+    )
+    arrays = [
+        next(batched) if dep else shared
+        for shared, dep in zip(first_arrays, per_chain, strict=True)
+    ]
+    in_axes = tuple(0 if dep else None for dep in per_chain)
+    return _Kernel(static, in_axes, None), arrays
+
+
+def _depends_on_input(fn: Callable[[Any], list[Array]], example: Any) -> list[bool]:
+    """For each output array of ``fn``, whether it depends on ``fn``'s input (jaxpr dataflow)."""
+    jaxpr = jax.make_jaxpr(fn)(example).jaxpr
+    dependent = set(jaxpr.invars)
+    for equation in jaxpr.eqns:
+        if any(not hasattr(var, "val") and var in dependent for var in equation.invars):
+            dependent.update(equation.outvars)
+    return [not hasattr(var, "val") and var in dependent for var in jaxpr.outvars]
 
 
 def _check_options(
@@ -511,8 +542,13 @@ def run_chains(
     mesh = _chain_mesh(num_chains)
     chain_keys = _shard(jax.random.split(rng_key, num_chains), mesh)
     positions = _shard(positions, mesh)
-    if kernel.per_chain:
+    if kernel.in_axes == 0:
         arrays = _shard(arrays, mesh)
+    elif kernel.in_axes is not None:
+        arrays = [
+            _shard(array, mesh) if axis == 0 else array
+            for array, axis in zip(arrays, kernel.in_axes, strict=True)
+        ]
     stream = collect == "stats"
     states, accumulator = _init_states(positions, arrays, chain_keys, kernel=kernel, stream=stream)
     _check_initial_logdensity(states)
