@@ -501,7 +501,11 @@ def run_chains(
         :class:`ChainInfo`).
       chain_parameters: keyword arguments of ``algorithm`` with a leading
         ``num_chains`` axis (e.g. per-chain ``step_size`` from adaptation).
-        Each chain's kernel is built once, not at every step.
+        Each chain's kernel is built once, not at every step, and what does
+        not depend on these parameters is built once for all chains: bind a
+        shared mass matrix in the factory,
+        ``functools.partial(ej.samplers.mala, f, inverse_mass_matrix=matrix)``,
+        and every chain uses one copy and one Cholesky factor.
       chunk_size: transitions per jitted chunk; any value gives bitwise the
         same result. Default: one chunk, or about 100 with a progress bar.
       progress: show a tqdm bar (steps/s); default only on a terminal.
