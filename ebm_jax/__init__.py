@@ -22,12 +22,13 @@ from ebm_jax import (
     trace,
     training,
 )
-from ebm_jax.chains import ChainResult, run_chains
+from ebm_jax.chains import ChainInfo, ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChainInfo",
     "ChainResult",
     "__version__",
     "data",
