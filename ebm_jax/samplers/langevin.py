@@ -91,9 +91,21 @@ def _flatten(state: MALAState) -> tuple[_FlatState, Callable[[Array], ArrayTree]
     return _FlatState(flat_position, state.logdensity, flat_grad), unravel
 
 
-def _as_dtype(dtype: jnp.dtype, *values: Any) -> list[Any]:
-    """Parameters in the position's dtype, so no carry is silently promoted (float64 inputs)."""
-    return [jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), value) for value in values]
+def _prepare(
+    rng_key: PRNGKey, state: MALAState, *parameters: Any
+) -> tuple[_FlatState, Callable[[Array], ArrayTree], Any, Any, Any]:
+    """The flat view of ``state`` and the parameters cast to the position's dtype.
+
+    The cast keeps float32 positions float32 under ``jax_enable_x64`` (a Python
+    float step size is float64 there), so no carry is silently promoted.
+    """
+    check_key(rng_key)
+    flat, unravel = _flatten(state)
+    dtype = flat.position.dtype
+    step_size, noise_variance, preconditioner = (
+        jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), value) for value in parameters
+    )
+    return flat, unravel, step_size, noise_variance, preconditioner
 
 
 def _propose(
@@ -173,10 +185,8 @@ def mala_step(
     preconditioner: Preconditioner,
 ) -> tuple[MALAState, MHInfo]:
     """One MALA transition of ONE chain, every parameter an argument (traced, never baked in)."""
-    check_key(rng_key)
-    flat, unravel = _flatten(state)
-    step_size, noise_variance, preconditioner = _as_dtype(
-        flat.position.dtype, step_size, noise_variance, preconditioner
+    flat, unravel, step_size, noise_variance, preconditioner = _prepare(
+        rng_key, state, step_size, noise_variance, preconditioner
     )
     noise, log_uniform = _noise_and_log_uniform(rng_key, flat.position)
     proposed, flat_proposed = _propose(
@@ -201,10 +211,8 @@ def ula_step(
     preconditioner: Preconditioner,
 ) -> tuple[MALAState, MHInfo]:
     """One ULA transition of ONE chain, every parameter an argument."""
-    check_key(rng_key)
-    flat, unravel = _flatten(state)
-    step_size, noise_variance, preconditioner = _as_dtype(
-        flat.position.dtype, step_size, noise_variance, preconditioner
+    flat, unravel, step_size, noise_variance, preconditioner = _prepare(
+        rng_key, state, step_size, noise_variance, preconditioner
     )
     noise = jax.random.normal(rng_key, flat.position.shape, flat.position.dtype)
     proposed, flat_proposed = _propose(
