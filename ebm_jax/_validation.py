@@ -126,7 +126,7 @@ def check_inverse_mass_matrix(inverse_mass_matrix: Any, name: str = "inverse_mas
     if not is_concrete(inverse_mass_matrix):
         return
     check_finite_array(arr, name)
-    if arr.ndim == 1 and not bool(jnp.all(arr > 0)):
+    if arr.ndim == 1 and not np.all(np.asarray(arr) > 0):  # numpy: no tracing under jit
         raise ValueError(f"{name} must have strictly positive diagonal entries")
     if arr.ndim == 2:
         sym = np.asarray(arr, dtype=np.float64)

@@ -83,12 +83,17 @@ def welford_init(
     return WelfordState(jnp.zeros((), dtype), jnp.zeros(shape, dtype), jnp.zeros(m2_shape, dtype))
 
 
-def welford_update_batch(state: WelfordState, batch: ArrayLike) -> WelfordState:
+def welford_update_batch(
+    state: WelfordState, batch: ArrayLike, mask: ArrayLike | None = None
+) -> WelfordState:
     """Fold a batch of samples (leading axis) into the running moments.
 
     Args:
       state: the moments so far.
       batch: ``(batch_size, *shape)``, e.g. one position per chain.
+      mask: optional ``(batch_size,)`` booleans; only the samples where it is
+        true are folded in (a batch with none leaves ``state`` unchanged).
+        Lets :func:`ebm_jax.samplers.adapt` leave lost chains out.
 
     Returns:
       The moments of all samples seen so far, ``batch`` included.
@@ -100,6 +105,9 @@ def welford_update_batch(state: WelfordState, batch: ArrayLike) -> WelfordState:
       >>> state = welford_update_batch(state, jnp.array([[6.0]]))
       >>> float(state.count), float(state.mean[0]), float(state.m2[0])
       (3.0, 3.0, 14.0)
+      >>> masked = welford_update_batch(state, jnp.array([[100.0], [3.0]]), jnp.array([False, True]))
+      >>> float(masked.count), float(masked.mean[0])
+      (4.0, 3.0)
     """
     batch = jnp.asarray(batch, state.mean.dtype)
     if batch.ndim < 1 or batch.shape[1:] != state.mean.shape:
@@ -110,9 +118,18 @@ def welford_update_batch(state: WelfordState, batch: ArrayLike) -> WelfordState:
         raise ValueError("batch must hold at least one sample")
     # A dense m2 is (size, size); when size == 1 both layouts hold the same number.
     dense = state.m2.shape != state.mean.shape
-    batch_count = jnp.asarray(batch.shape[0], state.count.dtype)
-    batch_mean = jnp.mean(batch, axis=0)
-    centred = batch - batch_mean
+    if mask is None:
+        batch_count = jnp.asarray(batch.shape[0], state.count.dtype)
+        batch_mean = jnp.mean(batch, axis=0)
+        centred = batch - batch_mean
+    else:
+        mask = jnp.asarray(mask)
+        if mask.shape != batch.shape[:1]:
+            raise ValueError(f"mask must have shape ({batch.shape[0]},), got {mask.shape}")
+        weights = mask.astype(state.mean.dtype).reshape(-1, *([1] * (batch.ndim - 1)))
+        batch_count = jnp.sum(mask).astype(state.count.dtype)
+        batch_mean = jnp.sum(weights * batch, axis=0) / jnp.maximum(batch_count, 1.0)
+        centred = weights * (batch - batch_mean)
     if dense:
         flat = centred.reshape(batch.shape[0], -1)
         batch_m2 = flat.T @ flat
@@ -121,8 +138,9 @@ def welford_update_batch(state: WelfordState, batch: ArrayLike) -> WelfordState:
 
     count = state.count + batch_count
     delta = batch_mean - state.mean
-    mean = state.mean + delta * (batch_count / count)
-    weight = state.count * batch_count / count
+    safe_count = jnp.maximum(count, 1.0)  # an empty masked batch into an empty state
+    mean = state.mean + delta * (batch_count / safe_count)
+    weight = state.count * batch_count / safe_count
     if dense:
         flat_delta = delta.reshape(-1)
         m2 = state.m2 + batch_m2 + weight * jnp.outer(flat_delta, flat_delta)

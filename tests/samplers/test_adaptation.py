@@ -61,11 +61,12 @@ def _fresh_acceptance(sampler, logdensity_fn, result, per_chain, num_steps=100):
     num_chains = result.states.position.shape[0]
     if per_chain:
 
-        def step(parameters, rng_key, state):
+        def step(chain_parameters, rng_key, state):
+            parameters = {**result.parameters, **chain_parameters}
             return factory(logdensity_fn, **parameters).step(rng_key, state)
 
         def batched_step(keys, states):
-            return jax.vmap(step)(result.parameters, keys, states)
+            return jax.vmap(step)(result.chain_parameters, keys, states)
 
     else:
         batched_step = jax.vmap(factory(logdensity_fn, **result.parameters).step)
@@ -199,9 +200,15 @@ def test_adapted_parameters_reach_the_target_acceptance(sampler, target, per_cha
         per_chain=per_chain,
     )
     key = "step_size" if sampler == "mala" else "scale"
-    assert set(result.parameters) == {key, "inverse_mass_matrix"}
-    expected = (NUM_CHAINS,) if per_chain else ()
-    assert result.parameters[key].shape == expected
+    if per_chain:  # one step size per chain, one shared preconditioner
+        assert set(result.parameters) == {"inverse_mass_matrix"}
+        assert set(result.chain_parameters) == {key}
+        assert result.chain_parameters[key].shape == (NUM_CHAINS,)
+    else:
+        assert set(result.parameters) == {key, "inverse_mass_matrix"}
+        assert result.chain_parameters == {}
+        assert result.parameters[key].shape == ()
+    assert result.parameters["inverse_mass_matrix"].shape == (DIM,)
     assert result.info.acceptance_rate.shape == (1000,)
     assert np.bincount(np.asarray(result.info.window)).tolist() == [150, 50, 100, 200, 400, 100]
     acceptance = _fresh_acceptance(sampler, correlated_logdensity, result, per_chain)
@@ -248,7 +255,7 @@ def test_dense_and_diagonal_window_ends_agree_on_a_diagonal_covariance(sampler):
     # Private helper, checked directly: the dense step-size rescaling (traces of
     # powers of L^{-1} C_old L^{-T}) must reduce to the diagonal one (means of
     # powers of C_old / C_new) when every matrix is diagonal.
-    from ebm_jax.samplers.adaptation import _end_slow_window
+    from ebm_jax.samplers.adaptation import _end_slow_window, _shift
     from ebm_jax.samplers.preconditioning import make_preconditioner
 
     # Columns of a Hadamard matrix: zero mean and exactly orthogonal, so the sample
@@ -261,7 +268,8 @@ def test_dense_and_diagonal_window_ends_agree_on_a_diagonal_covariance(sampler):
     for dense in (False, True):
         welford = welford_update_batch(welford_init(4, dense=dense), batch)
         old = make_preconditioner(jnp.diag(old_variances) if dense else old_variances)
-        results.append(_end_slow_window(welford, old, dual_averaging, sampler))
+        welford, new, log_factor = _end_slow_window(welford, old, sampler)
+        results.append((welford, new, _shift(dual_averaging, log_factor)))
     (_, diagonal, diagonal_da), (_, dense, dense_da) = results
     np.testing.assert_allclose(dense.matrix, jnp.diag(diagonal.matrix), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(dense_da.log_step_size, diagonal_da.log_step_size, rtol=1e-5)
@@ -291,7 +299,23 @@ def test_info_traces_and_step_size_only_adaptation():
     assert set(result.parameters) == {"step_size"}
     assert result.info.acceptance_rate.shape == (num_steps,)
     assert result.info.step_size.shape == (num_steps,)
-    assert bool(jnp.all(result.info.window == 0))
+    # Without a preconditioner the robust warm-up keeps the windows (they pace the
+    # lost-chain checks and the switch to one shared step size) ...
+    assert np.bincount(np.asarray(result.info.window)).tolist() == [9, 45, 6]
+    assert result.info.chain_acceptance_rate.shape == (3, 64)
+    assert result.info.num_reset.shape == (3,) and result.info.reset_count.shape == (64,)
+    assert result.info.is_lost.shape == (64,) and not bool(jnp.any(result.info.is_lost))
+    # ... the plain one is a single step-size window.
+    plain = adapt(
+        jax.random.key(4),
+        "mala",
+        correlated_logdensity,
+        _initial_positions(64),
+        num_steps,
+        preconditioner=None,
+        robust=False,
+    )
+    assert bool(jnp.all(plain.info.window == 0))
     assert bool(jnp.all((result.info.acceptance_rate >= 0) & (result.info.acceptance_rate <= 1)))
 
 
@@ -301,20 +325,18 @@ def test_event_shapes_are_flattened_for_the_preconditioner():
 
     positions = jax.random.normal(jax.random.key(6), (256, 2, 3))
     result = adapt(jax.random.key(7), "mala", logdensity_fn, positions, 500, per_chain=True)
-    assert result.parameters["step_size"].shape == (256,)
-    assert result.parameters["inverse_mass_matrix"].shape == (256, 6)
-    np.testing.assert_allclose(
-        result.parameters["inverse_mass_matrix"][0], np.arange(1, 7), rtol=0.2
-    )
+    assert result.chain_parameters["step_size"].shape == (256,)
+    assert result.parameters["inverse_mass_matrix"].shape == (6,)
+    np.testing.assert_allclose(result.parameters["inverse_mass_matrix"], np.arange(1, 7), rtol=0.2)
     assert result.states.position.shape == (256, 2, 3)
 
-    # Per-chain parameters plug into run_chains as they are.
+    # Per-chain step sizes plug into run_chains as they are, the shared matrix bound.
     chains = ej.run_chains(
         jax.random.key(8),
-        functools.partial(ej.samplers.mala, logdensity_fn),
+        functools.partial(ej.samplers.mala, logdensity_fn, **result.parameters),
         result.states.position,
         50,
-        chain_parameters=result.parameters,
+        chain_parameters=result.chain_parameters,
     )
     assert abs(float(jnp.mean(chains.acceptance_rate)) - 0.574) < 0.05
 
@@ -400,6 +422,7 @@ def _call(**overrides):
         ({"initial_positions": jnp.zeros((0, DIM))}, ValueError, "initial_positions"),
         ({"preconditioner": "full"}, ValueError, "preconditioner"),
         ({"per_chain": "yes"}, TypeError, "per_chain"),
+        ({"robust": 1}, TypeError, "robust"),
         ({"logdensity_fn": "not a function"}, TypeError, "logdensity_fn"),
         ({"logdensity_fn": lambda x: x}, ValueError, "logdensity_fn"),
         ({"rng_key": 0}, TypeError, "rng_key"),
