@@ -99,8 +99,9 @@ the posterior's. Four changes, each cheap beside a kernel step:
    a minor mode whose density is 10 robust sds below the bulk is moved to the
    bulk.
 3. *The preconditioner comes from healthy chains only*: at every slow-window
-   step, the positions of chains whose log-density is within the margin above
-   are folded into the Welford moments (a masked update), the others are not.
+   step, the positions of chains whose log-density is above the line of item
+   2 (drawn at the end of the previous window) are folded into the Welford
+   moments (a masked update), the others are not.
 4. *The final step size is shared and robust*: at the end of the last slow
    window a single dual averaging starts from the median of the healthy
    chains' averaged step sizes (and shrinks towards it: :math:`\\mu` is that
@@ -378,7 +379,7 @@ class AdaptationInfo(NamedTuple):
       step_size: the step size (``scale`` for RWMH) the chains ran with:
         ``(num_steps, num_chains)`` with ``per_chain=True``; otherwise
         ``(num_steps,)``, the shared step size, or while each chain runs with
-        its own (the robust warm-up's early windows) their median.
+        its own (the robust warm-up's early windows) their geometric mean.
       window: ``(num_steps,)`` int, 0 for the initial fast window, ``1..K`` for
         the slow windows and ``K + 1`` for the final fast window.
       chain_acceptance_rate: ``(W, num_chains)``, each chain's mean acceptance
@@ -506,6 +507,14 @@ def _median(values: Array, mask: Array) -> Array:
     return jnp.nanmedian(jnp.where(mask, values, jnp.nan))
 
 
+def _logdensity_floor(logdensity: Array, size: int) -> Array:
+    """The log-density below which a chain is far from the bulk (module docstring)."""
+    finite = jnp.isfinite(logdensity)
+    median = _median(logdensity, finite)
+    spread = 1.4826 * _median(jnp.abs(logdensity - median), finite)
+    return median - _LOST_LOGDENSITY_MARGIN * jnp.maximum(spread, math.sqrt(size / 2.0))
+
+
 def _lost_chains(
     logdensity: Array,
     window_acceptance: Array,
@@ -515,11 +524,7 @@ def _lost_chains(
     size: int,
 ) -> Array:
     """Which chains are lost (module docstring, *Lost chains*)."""
-    finite = jnp.isfinite(logdensity)
-    median = _median(logdensity, finite)
-    spread = 1.4826 * _median(jnp.abs(logdensity - median), finite)
-    margin = _LOST_LOGDENSITY_MARGIN * jnp.maximum(spread, math.sqrt(size / 2.0))
-    far_below = ~finite | (logdensity < median - margin)
+    far_below = ~(logdensity >= _logdensity_floor(logdensity, size))  # NaN counts as lost
     not_moving = (window_steps >= _LOST_MIN_WINDOW) & (
         window_acceptance < _LOST_ACCEPTANCE_FRACTION * target_acceptance
     )
@@ -596,6 +601,7 @@ class _Carry(NamedTuple):
     precond: Preconditioner
     window_acceptance: Array  # (num_chains,), summed over the current window
     window_steps: Array  # steps so far in the current window
+    floor: Array  # healthy chains' log-density is above it (set at window ends)
     chain_acceptance: Array  # (num_windows, num_chains)
     num_reset: Array  # (num_windows,)
     reset_count: Array  # (num_chains,)
@@ -660,6 +666,7 @@ def _run_adaptation(
         precond=_identity_preconditioner(preconditioner, size, dtype),
         window_acceptance=jnp.zeros((num_chains,), dtype),
         window_steps=jnp.zeros((), dtype),
+        floor=jnp.asarray(-jnp.inf, dtype),
         chain_acceptance=jnp.full((num_windows, num_chains), jnp.nan, dtype),
         num_reset=jnp.zeros((num_windows,), jnp.int32),
         reset_count=jnp.zeros((num_chains,), jnp.int32),
@@ -684,6 +691,7 @@ def _run_adaptation(
         return carry._replace(
             states=states,
             chain_da=chain_da,
+            floor=_logdensity_floor(states.logdensity, size).astype(dtype),
             window_acceptance=jnp.zeros_like(carry.window_acceptance),
             window_steps=jnp.zeros_like(carry.window_steps),
             chain_acceptance=chain_acceptance,
@@ -718,12 +726,9 @@ def _run_adaptation(
         acceptance = jnp.where(jnp.isnan(info.acceptance_rate), 0.0, info.acceptance_rate)
         acceptance = acceptance.astype(dtype)
         if robust:
-            logdensity = states.logdensity
-            finite = jnp.isfinite(logdensity)
-            median = _median(logdensity, finite)
-            spread = 1.4826 * _median(jnp.abs(logdensity - median), finite)
-            margin = _LOST_LOGDENSITY_MARGIN * jnp.maximum(spread, math.sqrt(size / 2.0))
-            healthy = finite & (logdensity >= median - margin)
+            # Healthy: above the floor set at the last window's end (a comparison
+            # per step; the medians behind the floor are taken once per window).
+            healthy = states.logdensity >= carry.floor
             shared_acceptance = jnp.sum(jnp.where(healthy, acceptance, 0.0)) / jnp.maximum(
                 jnp.sum(healthy), 1
             )
@@ -767,7 +772,7 @@ def _run_adaptation(
         if per_chain:
             trace = step_size
         else:
-            trace = jnp.where(chain_driven, jnp.median(step_size), step_size[0])
+            trace = jnp.where(chain_driven, jnp.exp(jnp.mean(jnp.log(step_size))), step_size[0])
         return carry, (jnp.mean(acceptance), trace)
 
     inputs = (
