@@ -39,7 +39,7 @@ from tests.helpers import Z
 
 NUM_CHAINS = 256
 NUM_WARMUP = 1000
-NUM_SAMPLES = {"eight_schools_noncentered": 2000, "garch11": 3000}
+NUM_SAMPLES = {"eight_schools_noncentered": 2000, "garch11": 1500}
 THIN = 4  # MALA's draws are strongly autocorrelated: thinning keeps most of the ESS
 
 
@@ -117,7 +117,7 @@ def test_chains_started_in_a_far_flat_region_are_detected_and_recovered():
     assert not bool(jnp.any(info.is_lost))
     assert info.chain_acceptance_rate.shape == (len(info.num_reset), num_chains)
     # The preconditioner comes from healthy chains only: the bulk's unit variances.
-    np.testing.assert_allclose(result.parameters["inverse_mass_matrix"], 1.0, atol=0.15)
+    np.testing.assert_allclose(result.parameters["inverse_mass_matrix"], np.eye(DIM), atol=0.15)
     assert float(jnp.max(jnp.abs(result.states.position))) < 6.0
 
     chains = ej.run_chains(

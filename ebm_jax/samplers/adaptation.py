@@ -171,7 +171,9 @@ DEFAULT_TARGET_ACCEPTANCE = {"mala": 0.574, "rwmh": 0.234}
 """Asymptotically optimal acceptance rates: MALA (Roberts & Rosenthal 1998), RWMH
 (Roberts, Gelman & Gilks 1997)."""
 
-_PRECONDITIONERS = ("diagonal", "dense", None)
+_PRECONDITIONERS = ("auto", "diagonal", "dense", None)
+MAX_AUTO_DENSE_SIZE = 128
+"""``preconditioner="auto"`` adapts a dense preconditioner up to this many coordinates."""
 _MIN_STEPS_FOR_WINDOWS = 20
 _MIN_SLOW_WINDOW = 25
 _INITIAL_FAST_FRACTION = 0.15
@@ -819,7 +821,7 @@ def adapt(
     target_acceptance: float | None = None,
     initial_step_size: float | None = None,
     per_chain: bool = False,
-    preconditioner: str | None = "diagonal",
+    preconditioner: str | None = "auto",
     robust: bool = True,
 ) -> AdaptationResult:
     """Warm up many chains and return the adapted step size and preconditioner.
@@ -897,8 +899,17 @@ def adapt(
         up to constants.
       per_chain: one step size per chain instead of one shared by all (in
         ``result.chain_parameters``).
-      preconditioner: ``"diagonal"`` (a variance per coordinate),
-        ``"dense"`` (full covariance) or ``None`` (identity, step size only).
+      preconditioner: ``"auto"`` (default: ``"dense"`` up to
+        :data:`MAX_AUTO_DENSE_SIZE` = 128 flattened coordinates, ``"diagonal"``
+        above), ``"diagonal"`` (a variance per coordinate), ``"dense"`` (full
+        covariance) or ``None`` (identity, step size only). MALA's
+        efficiency falls with the condition number of the whitened target, so
+        on correlated posteriors a dense :math:`C` is worth far more than its
+        cost (posteriordb's GARCH(1,1): bulk ESS 36 000 against 7 900 with a
+        diagonal one, same steps); above a hundred or so coordinates its
+        :math:`O(d^2)` work per chain-step (Welford update, matrix-vector
+        products) starts to rival a gradient, which is where ``"auto"``
+        switches. BlackJAX's ``window_adaptation`` is dense by default too.
       robust: the many-chain warm-up robust to lost chains (default), or the
         plain one (``False``).
 
@@ -943,7 +954,7 @@ def adapt(
         raise TypeError(f"robust must be a bool, got {type(robust).__name__}")
     if preconditioner not in _PRECONDITIONERS:
         raise ValueError(
-            f"preconditioner must be 'diagonal', 'dense' or None, got {preconditioner!r}"
+            f"preconditioner must be 'auto', 'diagonal', 'dense' or None, got {preconditioner!r}"
         )
     if target_acceptance is None:
         target_acceptance = DEFAULT_TARGET_ACCEPTANCE[sampler_name]
@@ -971,6 +982,8 @@ def adapt(
 
     flat_first = ravel_pytree(first)[0]
     size, dtype = flat_first.size, flat_first.dtype
+    if preconditioner == "auto":
+        preconditioner = "dense" if size <= MAX_AUTO_DENSE_SIZE else "diagonal"
     if initial_step_size is None:
         initial_step_size = size ** (-1 / 3) if sampler_name == "mala" else 2.38 / math.sqrt(size)
     check_positive_scalar(initial_step_size, "initial_step_size")
@@ -1018,6 +1031,7 @@ def adapt(
 
 __all__ = [
     "DEFAULT_TARGET_ACCEPTANCE",
+    "MAX_AUTO_DENSE_SIZE",
     "AdaptationInfo",
     "AdaptationResult",
     "AdaptationSchedule",

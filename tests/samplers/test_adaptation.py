@@ -208,7 +208,7 @@ def test_adapted_parameters_reach_the_target_acceptance(sampler, target, per_cha
         assert set(result.parameters) == {key, "inverse_mass_matrix"}
         assert result.chain_parameters == {}
         assert result.parameters[key].shape == ()
-    assert result.parameters["inverse_mass_matrix"].shape == (DIM,)
+    assert result.parameters["inverse_mass_matrix"].shape == (DIM, DIM)  # "auto": dense
     assert result.info.acceptance_rate.shape == (1000,)
     assert np.bincount(np.asarray(result.info.window)).tolist() == [150, 50, 100, 200, 400, 100]
     acceptance = _fresh_acceptance(sampler, correlated_logdensity, result, per_chain)
@@ -220,7 +220,14 @@ def test_adapted_parameters_reach_the_target_acceptance(sampler, target, per_cha
 
 @pytest.mark.parametrize(("sampler", "target"), [("mala", 0.574), ("rwmh", 0.234)])
 def test_diagonal_preconditioner_recovers_variances_over_three_decades(sampler, target):
-    result = adapt(jax.random.key(2), sampler, diagonal_logdensity, _initial_positions(), 500)
+    result = adapt(
+        jax.random.key(2),
+        sampler,
+        diagonal_logdensity,
+        _initial_positions(),
+        500,
+        preconditioner="diagonal",
+    )
     estimate = np.asarray(result.parameters["inverse_mass_matrix"])
     assert estimate.shape == (DIM,)
     np.testing.assert_allclose(estimate, DIAGONAL_VARIANCES, rtol=0.1)
@@ -324,7 +331,15 @@ def test_event_shapes_are_flattened_for_the_preconditioner():
         return -0.5 * jnp.sum(x**2 / jnp.arange(1.0, 7.0).reshape(2, 3))
 
     positions = jax.random.normal(jax.random.key(6), (256, 2, 3))
-    result = adapt(jax.random.key(7), "mala", logdensity_fn, positions, 500, per_chain=True)
+    result = adapt(
+        jax.random.key(7),
+        "mala",
+        logdensity_fn,
+        positions,
+        500,
+        per_chain=True,
+        preconditioner="diagonal",
+    )
     assert result.chain_parameters["step_size"].shape == (256,)
     assert result.parameters["inverse_mass_matrix"].shape == (6,)
     np.testing.assert_allclose(result.parameters["inverse_mass_matrix"], np.arange(1, 7), rtol=0.2)
@@ -358,6 +373,19 @@ def test_short_runs_degrade_gracefully(num_steps, preconditioner):
         assert bool(jnp.all(jnp.isfinite(value)))
     assert float(result.parameters["step_size"]) > 0
     ej.samplers.make_preconditioner(result.parameters["inverse_mass_matrix"])  # valid SPD
+
+
+@pytest.mark.parametrize(("dim", "shape"), [(128, (128, 128)), (129, (129,))])
+def test_auto_preconditioner_is_dense_up_to_128_coordinates(dim, shape):
+    positions = jax.random.normal(jax.random.key(9), (4, dim))
+    result = adapt(
+        jax.random.key(10),
+        "mala",
+        ej.densities.isotropic_gaussian(jnp.zeros(dim)).logdensity_fn,
+        positions,
+        20,
+    )
+    assert result.parameters["inverse_mass_matrix"].shape == shape
 
 
 def test_a_second_call_with_new_values_does_not_retrace():
