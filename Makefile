@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/recompiles.py
+	$(PY) benchmarks/posteriors.py
 	$(PY) benchmarks/score_matching.py
 	$(PY) benchmarks/toy_likelihoods.py
 	$(PY) benchmarks/toy_contrastive.py

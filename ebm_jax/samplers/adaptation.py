@@ -909,7 +909,7 @@ def adapt(
         diagonal one, same steps); above a hundred or so coordinates its
         :math:`O(d^2)` work per chain-step (Welford update, matrix-vector
         products) starts to rival a gradient, which is where ``"auto"``
-        switches. BlackJAX's ``window_adaptation`` is dense by default too.
+        switches.
       robust: the many-chain warm-up robust to lost chains (default), or the
         plain one (``False``).
 
@@ -1014,9 +1014,11 @@ def adapt(
     if num_lost:
         warnings.warn(
             f"adapt: {num_lost} of {num_chains} chains are still lost after {num_steps} "
-            "warm-up steps (log-density far below the other chains', acceptance near 0, "
-            "or a collapsed step size; see result.info.is_lost). Sampling from them "
-            "biases the results: warm up longer, drop them, or check the model.",
+            "warm-up steps (log-density far below the other chains', acceptance near 0 "
+            "over the last window, or a collapsed step size; see result.info.is_lost). "
+            "Until they move, draws from them misrepresent the target: warm up longer, "
+            "try per_chain=True (a step size per chain suits regions of different scale, "
+            "e.g. a funnel's neck), reparameterise, or check the model.",
             RuntimeWarning,
             stacklevel=2,
         )
