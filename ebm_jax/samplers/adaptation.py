@@ -1017,8 +1017,8 @@ def adapt(
             "warm-up steps (log-density far below the other chains', acceptance near 0 "
             "over the last window, or a collapsed step size; see result.info.is_lost). "
             "Until they move, draws from them misrepresent the target: warm up longer, "
-            "try per_chain=True (a step size per chain suits regions of different scale, "
-            "e.g. a funnel's neck), reparameterise, or check the model.",
+            "reparameterise (a funnel's neck, for one, needs a non-centred form), or "
+            "check the model, and check R-hat of the draws either way.",
             RuntimeWarning,
             stacklevel=2,
         )
