@@ -105,7 +105,8 @@ def welford_update_batch(
       >>> state = welford_update_batch(state, jnp.array([[6.0]]))
       >>> float(state.count), float(state.mean[0]), float(state.m2[0])
       (3.0, 3.0, 14.0)
-      >>> masked = welford_update_batch(state, jnp.array([[100.0], [3.0]]), jnp.array([False, True]))
+      >>> keep = jnp.array([False, True])
+      >>> masked = welford_update_batch(state, jnp.array([[100.0], [3.0]]), keep)
       >>> float(masked.count), float(masked.mean[0])
       (4.0, 3.0)
     """
