@@ -236,7 +236,7 @@ def test_dict_positions_stream_stats_and_recover_the_moments():
     _, dict_fn = _flat_and_dict_targets()
     positions = {"a": jnp.ones((256, 2)), "b": jnp.ones(256)}
     warm = ej.samplers.adapt(jax.random.key(0), "mala", dict_fn, positions, 300)
-    assert warm.parameters["inverse_mass_matrix"].shape == (3,)
+    assert warm.parameters["inverse_mass_matrix"].shape == (3, 3)  # "auto": dense
     alg = ej.samplers.mala(dict_fn, **warm.parameters)
     result = ej.run_chains(jax.random.key(1), alg, warm.states.position, 400, collect="stats")
     pooled_mean = {name: jnp.mean(leaf, axis=0) for name, leaf in result.mean.items()}

@@ -49,7 +49,7 @@ def test_numpyro_model_to_arviz():
     starts = eight_schools.initial_positions(jax.random.key(1), NUM_CHAINS)
     warmup = ej.samplers.adapt(jax.random.key(2), "mala", logdensity_fn, starts, 300)
     assert set(warmup.states.position) == {"mu", "tau", "theta_trans"}
-    assert warmup.parameters["inverse_mass_matrix"].shape == (10,)
+    assert warmup.parameters["inverse_mass_matrix"].shape == (10, 10)  # "auto": dense
     chains = ej.run_chains(
         jax.random.key(3),
         ej.samplers.mala(logdensity_fn, **warmup.parameters),
