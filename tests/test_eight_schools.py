@@ -24,7 +24,7 @@ from tests.data import eight_schools
 pytest.importorskip("numpyro")
 az = pytest.importorskip("arviz")
 
-NUM_CHAINS = 64
+NUM_CHAINS = 32
 
 
 def _as_dict(flat):
@@ -47,20 +47,20 @@ def test_numpyro_model_to_arviz():
     )
 
     starts = eight_schools.initial_positions(jax.random.key(1), NUM_CHAINS)
-    warmup = ej.samplers.adapt(jax.random.key(2), "mala", logdensity_fn, starts, 300)
+    warmup = ej.samplers.adapt(jax.random.key(2), "mala", logdensity_fn, starts, 200)
     assert set(warmup.states.position) == {"mu", "tau", "theta_trans"}
     assert warmup.parameters["inverse_mass_matrix"].shape == (10, 10)  # "auto": dense
     chains = ej.run_chains(
         jax.random.key(3),
         ej.samplers.mala(logdensity_fn, **warmup.parameters),
         warmup.states.position,
-        200,
+        100,
         thin=2,
     )
     constrained = eight_schools.constrained(chains.samples)
     idata = ej.diagnostics.to_inference_data(chains._replace(samples=constrained))
     assert set(idata.posterior.data_vars) == set(eight_schools.QUANTITIES)
-    assert idata.posterior["theta"].shape == (NUM_CHAINS, 100, 8)
+    assert idata.posterior["theta"].shape == (NUM_CHAINS, 50, 8)
     np.testing.assert_allclose(
         idata.posterior["tau"].values, jnp.exp(chains.samples["tau"]), rtol=1e-6
     )

@@ -44,7 +44,7 @@ from tests.helpers import Z
 
 NUM_CHAINS = 256
 NUM_WARMUP = 1000
-NUM_SAMPLES = {"eight_schools_noncentered": 2000, "garch11": 1500}
+NUM_SAMPLES = {"eight_schools_noncentered": 2000, "garch11": 1000}
 THIN = 4  # MALA's draws are strongly autocorrelated: thinning keeps most of the ESS
 
 
