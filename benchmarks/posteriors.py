@@ -887,8 +887,9 @@ def markdown(report: dict[str, Any]) -> str:
         "# Posterior benchmark",
         "",
         f"{settings['mala_chains']} MALA chains, {settings['nuts_chains']} NUTS chains; "
-        f"{settings['num_warmup']} warm-up + {settings['num_samples']} sampling iterations per "
-        f"chain, all started uniform(-2, 2); seed {settings['seed']}"
+        f"{settings['num_warmup']} warm-up iterations + {settings['num_samples']} kept draws per "
+        f"chain (MALA: every {settings.get('mala_thin', 1)}th step kept), all started "
+        f"uniform(-2, 2); seed {settings['seed']}"
         + (" (quick run)" if settings["quick"] else "")
         + ".",
         f"Pass: max |z| <= {MAX_ABS_Z:g} over the means and sds of the constrained quantities "
