@@ -295,7 +295,8 @@ def test_dense_and_diagonal_window_ends_agree_on_a_diagonal_covariance(sampler):
 
 def test_info_traces_and_step_size_only_adaptation():
     num_steps = 60
-    result = adapt(
+    run = functools.partial(
+        adapt,
         jax.random.key(4),
         "mala",
         correlated_logdensity,
@@ -303,6 +304,7 @@ def test_info_traces_and_step_size_only_adaptation():
         num_steps,
         preconditioner=None,
     )
+    result = run()
     assert set(result.parameters) == {"step_size"}
     assert result.info.acceptance_rate.shape == (num_steps,)
     assert result.info.step_size.shape == (num_steps,)
@@ -313,15 +315,7 @@ def test_info_traces_and_step_size_only_adaptation():
     assert result.info.num_reset.shape == (3,) and result.info.reset_count.shape == (64,)
     assert result.info.is_lost.shape == (64,) and not bool(jnp.any(result.info.is_lost))
     # ... the plain one is a single step-size window.
-    plain = adapt(
-        jax.random.key(4),
-        "mala",
-        correlated_logdensity,
-        _initial_positions(64),
-        num_steps,
-        preconditioner=None,
-        robust=False,
-    )
+    plain = run(robust=False)
     assert bool(jnp.all(plain.info.window == 0))
     assert bool(jnp.all((result.info.acceptance_rate >= 0) & (result.info.acceptance_rate <= 1)))
 
