@@ -235,8 +235,8 @@ def _run_chunk(
 
 
 def _data_mesh(batch_size: int) -> Mesh | None:
-    """A 1-d mesh of the local devices, or ``None`` (one device, or an uneven split)."""
-    devices = jax.local_devices()
+    """A 1-d mesh of every device (all processes'), or ``None`` (one device, uneven split)."""
+    devices = jax.devices()
     if len(devices) < 2 or batch_size % len(devices):
         return None
     return Mesh(np.array(devices), ("data",))
