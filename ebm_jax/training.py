@@ -9,8 +9,9 @@ The randomness of step ``t`` is a function of ``(rng_key, t)`` alone, so the
 result is **bitwise identical for any** ``chunk_size`` and a run resumed from a
 checkpoint continues exactly where it stopped.
 
-**Data parallel** when there are several local devices: the batch is split
-over them along its leading axis and the parameters and optimizer state are
+**Data parallel** when there are several devices (every process's, under
+:func:`jax.distributed.initialize`, each process making the same call): the
+batch is split over them along its leading axis and the parameters and optimizer state are
 replicated (:mod:`jax.sharding`; XLA inserts the gradient all-reduce), with
 no change to the call. Loss-state leaves with a leading axis the device
 count divides (persistent chains, a replay buffer) are split along it too;
