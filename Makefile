@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench bench-accel lint format clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/rbm_digits.py
 	$(PY) benchmarks/diffusion_speed.py
 	$(PY) benchmarks/diffusion_quality.py
+
+# One command for accelerators (and CPU): writes benchmarks/results/<device>/accelerator.*
+bench-accel: $(STAMP)
+	$(PY) benchmarks/accelerator.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check ebm_jax tests benchmarks
