@@ -113,6 +113,34 @@ def looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int],
     return lambda num_iterations: run(carry, num_iterations)
 
 
+def mala_floor_step(
+    logdensity_fn: Callable[[jax.Array], jax.Array], step_size: float, num_chains: int
+) -> tuple[Callable[[Any, jax.Array], Any], Callable[[jax.Array], Any]]:
+    """The least a MALA step can do: one batched ``value_and_grad``, the draws and a select.
+
+    Returns ``(step(carry, rng_key) -> carry, init(positions) -> carry)`` for
+    ``(num_chains, d)`` positions.
+    """
+    value_and_grad = jax.vmap(jax.value_and_grad(logdensity_fn))
+
+    def step(carry: Any, rng_key: jax.Array) -> Any:
+        position, logdensity, grad = carry
+        noise_key, uniform_key = jax.random.split(rng_key)
+        noise = jax.random.normal(noise_key, position.shape, position.dtype)
+        uniform = jax.random.uniform(uniform_key, (num_chains,), position.dtype)
+        proposal = position + step_size * grad + jnp.sqrt(2.0 * step_size) * noise
+        new_logdensity, new_grad = value_and_grad(proposal)
+        accept = jnp.log(uniform) < new_logdensity - logdensity
+        row = accept[:, None]
+        return (
+            jnp.where(row, proposal, position),
+            jnp.where(accept, new_logdensity, logdensity),
+            jnp.where(row, new_grad, grad),
+        )
+
+    return step, lambda positions: (positions, *value_and_grad(positions))
+
+
 def compile_and_probe(run: Callable[[int], Any]) -> tuple[float, float]:
     """Compile seconds (first call minus steady state, one iteration) and the steady call."""
     first = wall_time(lambda: run(1))

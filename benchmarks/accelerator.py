@@ -65,6 +65,7 @@ from _common import (
     environment,
     iterations_per_call,
     looped,
+    mala_floor_step,
     paired_ratio,
     time_side_by_side,
     wall_time,
@@ -238,26 +239,11 @@ def mala_step_bodies(
     def ebm_jax_step(states: Any, rng_key: jax.Array) -> Any:
         return jax.vmap(algorithm.step)(jax.random.split(rng_key, num_chains), states)[0]
 
-    value_and_grad = jax.vmap(jax.value_and_grad(logdensity_fn))
-
-    def floor_step(carry: Any, rng_key: jax.Array) -> Any:
-        position, logdensity, grad = carry
-        noise_key, uniform_key = jax.random.split(rng_key)
-        noise = jax.random.normal(noise_key, position.shape, position.dtype)
-        uniform = jax.random.uniform(uniform_key, (num_chains,), position.dtype)
-        proposal = position + step_size * grad + jnp.sqrt(2.0 * step_size) * noise
-        new_logdensity, new_grad = value_and_grad(proposal)
-        accept = jnp.log(uniform) < new_logdensity - logdensity
-        row = accept[:, None]
-        return (
-            jnp.where(row, proposal, position),
-            jnp.where(accept, new_logdensity, logdensity),
-            jnp.where(row, new_grad, grad),
-        )
+    floor_step, floor_init = mala_floor_step(logdensity_fn, step_size, num_chains)
 
     bodies: dict[str, tuple[Callable[[Any, jax.Array], Any], Callable[[Any], Any]]] = {
         "ebm_jax": (ebm_jax_step, jax.vmap(algorithm.init)),
-        "floor": (floor_step, lambda positions: (positions, *value_and_grad(positions))),
+        "floor": (floor_step, floor_init),
     }
     blackjax = _blackjax()
     if blackjax is not None:

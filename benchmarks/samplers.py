@@ -50,7 +50,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS_DIR, paired_ratio, time_side_by_side, wall_time, write_json
+from _common import (
+    RESULTS_DIR,
+    mala_floor_step,
+    paired_ratio,
+    time_side_by_side,
+    wall_time,
+    write_json,
+)
 from _common import environment as common_environment
 
 import ebm_jax as ej
@@ -132,28 +139,14 @@ def make_blackjax_run(logdensity_fn: Callable, step_size: float, num_chains: int
 
 
 def make_floor_run(logdensity_fn: Callable, step_size: float, num_chains: int, num_steps: int):
-    """The least a MALA step can do: one batched value_and_grad, the draws and a select."""
-    value_and_grad = jax.vmap(jax.value_and_grad(logdensity_fn))
+    """The least a MALA step can do (``_common.mala_floor_step``), scanned and jitted."""
+    step, init = mala_floor_step(logdensity_fn, step_size, num_chains)
 
     @jax.jit
     def run(rng_key: jax.Array, initial_positions: jax.Array) -> jax.Array:
-        def one_step(carry, step_key):
-            position, logdensity, grad = carry
-            noise_key, uniform_key = jax.random.split(step_key)
-            noise = jax.random.normal(noise_key, position.shape, position.dtype)
-            uniform = jax.random.uniform(uniform_key, (num_chains,), position.dtype)
-            proposal = position + step_size * grad + jnp.sqrt(2.0 * step_size) * noise
-            new_logdensity, new_grad = value_and_grad(proposal)
-            accept = jnp.log(uniform) < new_logdensity - logdensity
-            row = accept[:, None]
-            return (
-                jnp.where(row, proposal, position),
-                jnp.where(accept, new_logdensity, logdensity),
-                jnp.where(row, new_grad, grad),
-            ), None
-
-        carry = (initial_positions, *value_and_grad(initial_positions))
-        (position, _, _), _ = jax.lax.scan(one_step, carry, jax.random.split(rng_key, num_steps))
+        carry = init(initial_positions)
+        keys = jax.random.split(rng_key, num_steps)
+        (position, _, _), _ = jax.lax.scan(lambda c, k: (step(c, k), None), carry, keys)
         return position
 
     return run
