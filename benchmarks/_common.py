@@ -94,8 +94,8 @@ def environment(*packages: str) -> dict[str, Any]:
     }
 
 
-def looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int], Any]:
-    """``run(num_iterations)``: ``body`` iterated under one jit, one key per iteration.
+def loop_from(body: Callable[[Any, jax.Array], Any]) -> Callable[[Any, int], Any]:
+    """``run(carry, num_iterations)``: ``body`` iterated under one jit, one key per iteration.
 
     The trip count is a run-time argument, so calibrating it to the machine
     costs no recompilation; the parameters travel in ``carry``, so the
@@ -110,6 +110,12 @@ def looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int],
 
         return jax.lax.fori_loop(0, num_iterations, one_iteration, carry)
 
+    return run
+
+
+def looped(body: Callable[[Any, jax.Array], Any], carry: Any) -> Callable[[int], Any]:
+    """``run(num_iterations)``: :func:`loop_from` ``(body)`` from a fixed ``carry``."""
+    run = loop_from(body)
     return lambda num_iterations: run(carry, num_iterations)
 
 

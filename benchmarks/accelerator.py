@@ -8,9 +8,13 @@ reported apart from run time):
    (:class:`~ebm_jax.models.MLPLogDensity`, two hidden swish layers, a
    Gaussian envelope) at :math:`d \\in \\{2, 64, 784\\}` and
    :math:`10^3 \\dots 10^6` chains: :func:`ebm_jax.run_chains` with
-   :func:`ebm_jax.samplers.mala` against BlackJAX MALA (``vmap(alg.step)`` in
-   a jitted loop) and against the *floor*, the same loop whose step is only
-   one batched ``value_and_grad``, the draws and a select. Sizes whose
+   :func:`ebm_jax.samplers.mala` against BlackJAX MALA (a jitted
+   ``vmap(alg.init)``, then ``vmap(alg.step)`` in a jitted loop) and against
+   the *floor*, the same loop whose step is only one batched
+   ``value_and_grad``, the draws and a select. All three go from the same
+   initial positions to the final ones, the initial gradient included; the
+   loops alone, from an initialised state, are timed as well (per-step
+   ratio). Sizes whose
    working set would not fit the device memory, or whose run would not fit
    the time budget, are skipped (and say so).
 2. **Roofline**: FLOPs and bytes of one step of each contender (all chains)
@@ -64,7 +68,7 @@ from _common import (
     compile_and_probe,
     environment,
     iterations_per_call,
-    looped,
+    loop_from,
     mala_floor_step,
     paired_ratio,
     time_side_by_side,
@@ -92,7 +96,9 @@ FULL = {
     "fit_call_s": 1.0,
     "diffusion_models": ("toy_2d", "digits"),
     "sample_batch_size": 16384,
+    "sample_call_s": 2.0,  # a smaller batch where one call would take longer
     "rbm": {"num_visible": 784, "num_hidden": 500, "num_chains": 10**4, "temperatures": 1000},
+    "ais_call_s": 10.0,  # fewer chains where a call would take longer
 }
 QUICK = {
     "dims": (2,),
@@ -108,11 +114,14 @@ QUICK = {
     "fit_call_s": 0.1,
     "diffusion_models": ("toy_2d",),
     "sample_batch_size": 64,
+    "sample_call_s": 1.0,
     "rbm": {"num_visible": 16, "num_hidden": 8, "num_chains": 64, "temperatures": 50},
+    "ais_call_s": 1.0,
 }
 MALA_STEP_SIZES = {2: 5.0, 64: 2.0, 784: 0.4}  # they set acceptance, not cost
 ENVELOPE_SCALE = 3.0
 NFE = 100
+PROBE_SAMPLE_BATCH = 256
 DSM_SIGMA = 0.1
 LEARNING_RATE = 1e-3
 # Fraction of the device memory a MALA configuration may plan to use.
@@ -279,36 +288,46 @@ def bench_mala_config(
     step_size = MALA_STEP_SIZES.get(dim, 0.5 / dim)
     positions = jax.random.normal(jax.random.key(2), (num_chains, dim))
     bodies = mala_step_bodies(logdensity_fn, step_size, num_chains)
-    loops, compile_s, one_step_s, costs = {}, {}, {}, {}
+    inits, runs, compile_s, one_step_s, costs = {}, {}, {}, {}, {}
     for name, (step, init) in bodies.items():
-        initial_state = jax.jit(init)(positions)
-        loops[name] = looped(step, initial_state)
-        compile_s[name], one_step_s[name] = compile_and_probe(loops[name])
+        inits[name] = jax.jit(init)
+        initial_state = inits[name](positions)
+        runs[name] = loop_from(step)
+        compile_s[name], one_step_s[name] = compile_and_probe(
+            functools.partial(runs[name], initial_state)
+        )
         costs[name] = cost_of(step, initial_state, jax.random.key(0))
-    num_steps = iterations_per_call(loops["floor"], one_step_s["floor"], settings["target_s"])
+    floor_state = inits["floor"](positions)
+    num_steps = iterations_per_call(
+        functools.partial(runs["floor"], floor_state), one_step_s["floor"], settings["target_s"]
+    )
     # ej.run_chains, the public path: one kept position per chain (thin=num_steps).
     algorithm = ej.samplers.mala(logdensity_fn, step_size)
-    run_chains = functools.partial(
-        ej.run_chains, jax.random.key(0), algorithm, positions, num_steps, thin=num_steps
-    )
     contenders: dict[str, Callable[[], Any]] = {
-        "ebm_jax": run_chains,
-        **{
-            f"{name}_loop": functools.partial(loop, num_steps)
-            for name, loop in loops.items()
-            if name != "ebm_jax"
-        },
-        "ebm_jax_loop": functools.partial(loops["ebm_jax"], num_steps),
+        "ebm_jax": functools.partial(
+            ej.run_chains, jax.random.key(0), algorithm, positions, num_steps, thin=num_steps
+        )
     }
+    # Every contender starts from the positions, as run_chains does: init, then the loop.
+    for name in bodies:
+        if name != "ebm_jax":
+            contenders[name] = functools.partial(
+                _from_positions, inits[name], runs[name], positions, num_steps
+            )
+    # The steps alone, from an initialised state: the per-step comparison.
+    for name in ("ebm_jax", "blackjax"):
+        if name in bodies:
+            state = inits[name](positions)
+            contenders[f"{name}_steps"] = functools.partial(runs[name], state, num_steps)
     timings = time_side_by_side(contenders, repeats)
     compile_s["ebm_jax_run_chains"] = timings["ebm_jax"]["compile_s"]
-    acceptance = float(jnp.mean(run_chains().acceptance_rate))
+    acceptance = float(jnp.mean(contenders["ebm_jax"]().acceptance_rate))
     chain_steps = num_chains * num_steps
     step_s = {name: timing["median_s"] / num_steps for name, timing in timings.items()}
-    cost_names = {"ebm_jax": "ebm_jax", "ebm_jax_loop": "ebm_jax"}
     rooflines = {
-        name: roofline(costs[cost_names.get(name, name.removesuffix("_loop"))], seconds, peaks)
-        for name, seconds in step_s.items()
+        name: roofline(costs[name.removesuffix("_steps")], step_s[name], peaks)
+        for name in timings
+        if name.endswith("_steps") or name == "floor"
     }
     row: dict[str, Any] = {
         "dim": dim,
@@ -322,12 +341,24 @@ def bench_mala_config(
         },
         "compile_s": compile_s,
         "roofline": rooflines,
-        "time_vs_floor": paired_ratio(timings["ebm_jax"], timings["floor_loop"]),
+        "time_vs_floor": paired_ratio(timings["ebm_jax"], timings["floor"]),
         "timings": timings,
     }
-    if "blackjax_loop" in timings:
-        row["speed_vs_blackjax"] = paired_ratio(timings["blackjax_loop"], timings["ebm_jax"])
+    if "blackjax" in timings:
+        row["speed_vs_blackjax"] = paired_ratio(timings["blackjax"], timings["ebm_jax"])
+        row["step_speed_vs_blackjax"] = paired_ratio(
+            timings["blackjax_steps"], timings["ebm_jax_steps"]
+        )
     return row
+
+
+def _from_positions(
+    init: Callable[[jax.Array], Any],
+    run: Callable[[Any, int], Any],
+    positions: jax.Array,
+    num_steps: int,
+) -> Any:
+    return run(init(positions), num_steps)
 
 
 def bench_mala(settings: dict[str, Any], peaks: dict[str, Any], repeats: int) -> dict[str, Any]:
@@ -338,9 +369,9 @@ def bench_mala(settings: dict[str, Any], peaks: dict[str, Any], repeats: int) ->
         seconds_per_chain_step = 0.0
         for num_chains in settings["num_chains"]:
             needed = mala_working_set_bytes(dim, settings["hidden_sizes"], num_chains)
-            # Calls last max(target, one step); four contenders, repeats + ~4 calls each.
-            step_s = seconds_per_chain_step * num_chains
-            predicted_s = max(settings["target_s"], step_s) * 4 * (repeats + 4)
+            # Calls last max(target, init + one step); five contenders, repeats + ~4 calls.
+            step_s = 2 * seconds_per_chain_step * num_chains
+            predicted_s = max(settings["target_s"], step_s) * 5 * (repeats + 4)
             reason = None
             if needed > MEMORY_FRACTION * memory:
                 reason = f"needs ~{needed / 2**30:.1f} GiB of {memory / 2**30:.1f} GiB"
@@ -358,7 +389,7 @@ def bench_mala(settings: dict[str, Any], peaks: dict[str, Any], repeats: int) ->
                 print(f"  d={dim:<4} chains={num_chains:<8} skipped: {reason}", flush=True)
                 continue
             # Per chain-step cost never falls once the device is full: a safe predictor.
-            seconds_per_chain_step = 1.0 / row["chain_steps_per_s"]["floor_loop"]
+            seconds_per_chain_step = 1.0 / row["chain_steps_per_s"]["ebm_jax_steps"]
             rows.append(row)
             print(_mala_line(row), flush=True)
     return {"rows": rows, "skipped": skipped}
@@ -381,6 +412,7 @@ MALA_COLUMNS = (
     "floor",
     "t/floor",
     "vs BJ",
+    "step vs BJ",
     "GFLOP/step",
     "MB/step",
     "roofline (bound)",
@@ -390,7 +422,7 @@ MALA_COLUMNS = (
 
 def _mala_cells(row: dict[str, Any]) -> list[str]:
     rates = row["chain_steps_per_s"]
-    ebm = row["roofline"]["ebm_jax"]
+    ebm = row["roofline"]["ebm_jax_steps"]
     compile_s = row["compile_s"]
     return [
         str(row["dim"]),
@@ -398,10 +430,11 @@ def _mala_cells(row: dict[str, Any]) -> list[str]:
         str(row["num_steps"]),
         f"{row['acceptance_rate']:.2f}",
         _rate(rates["ebm_jax"]),
-        _rate(rates["blackjax_loop"]) if "blackjax_loop" in rates else "-",
-        _rate(rates["floor_loop"]),
+        _rate(rates["blackjax"]) if "blackjax" in rates else "-",
+        _rate(rates["floor"]),
         f"{row['time_vs_floor']:.3f}",
         f"{row['speed_vs_blackjax']:.2f}x" if "speed_vs_blackjax" in row else "-",
+        f"{row['step_speed_vs_blackjax']:.2f}x" if "step_speed_vs_blackjax" in row else "-",
         f"{ebm['flops'] / 1e9:.3g}",
         f"{ebm['bytes'] / 1e6:.3g}",
         f"{ebm['fraction_of_bound']:.1%} ({ebm['binding_bound']})",
@@ -454,9 +487,9 @@ def bench_training(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
     shape = (4 * settings["train_batch_size"], settings["train_dim"])
     dataset = jax.random.normal(jax.random.key(6), shape)
     optimizer = optax.adam(LEARNING_RATE)
-    chunk_size = settings["train_chunk_size"]
+    max_chunk = settings["train_chunk_size"]
 
-    def fit(loss_fn: Callable[..., Any], params: Any, num_steps: int) -> Any:
+    def fit(loss_fn: Callable[..., Any], params: Any, num_steps: int, chunk_size: int) -> Any:
         return ej.training.fit(
             jax.random.key(7),
             loss_fn,
@@ -471,16 +504,23 @@ def bench_training(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
 
     rows = {}
     for name, (loss_fn, params) in training_losses(settings).items():
-        # num_steps a multiple of chunk_size: one compiled chunk serves every run length.
-        one_chunk = functools.partial(fit, loss_fn, params, chunk_size)
+        # A one-step probe sizes the chunk, so that a slow loss (the exact trace at a large
+        # d on a CPU) still fits the time budget; num_steps is a multiple of chunk_size, so
+        # one compiled chunk serves every run length.
+        probe = functools.partial(fit, loss_fn, params, 1, 1)
+        wall_time(probe)
+        step_s = min(wall_time(probe) for _ in range(2))
+        chunk_size = int(np.clip(settings["fit_call_s"] / step_s, 1, max_chunk))
+        one_chunk = functools.partial(fit, loss_fn, params, chunk_size, chunk_size)
         first_s = wall_time(one_chunk)
         chunk_s = min(wall_time(one_chunk) for _ in range(2))
         num_chunks = int(np.clip(round(settings["fit_call_s"] / chunk_s), 1, 1000))
         num_steps = num_chunks * chunk_size
-        run = functools.partial(fit, loss_fn, params, num_steps)
+        run = functools.partial(fit, loss_fn, params, num_steps, chunk_size)
         timing = time_side_by_side({name: run}, repeats)
         rows[name] = {
             "num_steps": num_steps,
+            "chunk_size": chunk_size,
             "steps_per_s": num_steps / timing[name]["median_s"],
             "compile_s": max(0.0, first_s - chunk_s),
             "timing": timing[name],
@@ -494,7 +534,7 @@ def bench_training(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
         "dim": settings["train_dim"],
         "hidden_sizes": list(settings["train_hidden_sizes"]),
         "batch_size": settings["train_batch_size"],
-        "chunk_size": chunk_size,
+        "max_chunk_size": max_chunk,
         "optimizer": f"adam({LEARNING_RATE})",
         "losses": rows,
     }
@@ -514,9 +554,9 @@ def bench_diffusion_sampling(settings: dict[str, Any], args: argparse.Namespace)
     }
     results = {}
     for model_name in settings["diffusion_models"]:
-        workload = make_workload(model_name, args.quick)._replace(
-            sample_batch_size=settings["sample_batch_size"]
-        )
+        requested = settings["sample_batch_size"]
+        batch_size = _sample_batch_size(model_name, specs, settings, args)
+        workload = make_workload(model_name, args.quick)._replace(sample_batch_size=batch_size)
         contenders, nfe = sampling_contenders(workload, specs)
         timings, compile_s, num_batches = time_group(contenders, "ancestral", args)
         rows = {}
@@ -537,14 +577,47 @@ def bench_diffusion_sampling(settings: dict[str, Any], args: argparse.Namespace)
         results[model_name] = {
             "description": workload.description,
             "batch_size": workload.sample_batch_size,
+            "requested_batch_size": requested,
             "batches_per_call": num_batches,
             "samplers": rows,
         }
     return results
 
 
+def _sample_batch_size(
+    model_name: str, specs: dict[str, Any], settings: dict[str, Any], args: argparse.Namespace
+) -> int:
+    """The requested batch, halved until the slowest sampler's call fits the time budget.
+
+    A probe at a small batch (compiled and timed once per sampler) predicts
+    the call time, which grows linearly with the batch once it fills the device.
+    """
+    requested = settings["sample_batch_size"]
+    probe_batch = min(requested, PROBE_SAMPLE_BATCH)
+    workload = make_workload(model_name, args.quick)._replace(sample_batch_size=probe_batch)
+    contenders, _ = sampling_contenders(workload, specs)
+    slowest_s = max(compile_and_probe(run)[1] for run in contenders.values())
+    batch_size = requested
+    while (
+        batch_size > probe_batch
+        and slowest_s * batch_size / probe_batch > settings["sample_call_s"]
+    ):
+        batch_size //= 2
+    if batch_size != requested:
+        print(
+            f"  {model_name}: batch cut from {requested} to {batch_size} to fit "
+            f"{settings['sample_call_s']:.0f} s per call",
+            flush=True,
+        )
+    return batch_size
+
+
 def bench_ais(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
-    """Annealed importance sampling of a Bernoulli RBM's log Z, Gibbs transitions."""
+    """Annealed importance sampling of a Bernoulli RBM's log Z, Gibbs transitions.
+
+    The chain count is cut (and the cut recorded) where one call would take
+    longer than ``settings["ais_call_s"]``.
+    """
     config = settings["rbm"]
     rbm = ej.models.BernoulliRBM(num_hidden=config["num_hidden"])
     params = jax.jit(rbm.init)(jax.random.key(8), jnp.zeros(config["num_visible"]))
@@ -555,27 +628,47 @@ def bench_ais(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
     def logdensity_fn(visible: jax.Array) -> Any:
         return rbm.apply(params, visible)
 
-    def run() -> Any:
+    def run(num_chains: int, num_temperatures: int) -> Any:
         return ej.partition.annealed_importance_sampling(
             jax.random.key(9),
             logdensity_fn,
             base,
-            num_chains=config["num_chains"],
-            num_temperatures=config["temperatures"],
+            num_chains=num_chains,
+            num_temperatures=num_temperatures,
         ).log_partition
 
-    timing = time_side_by_side({"ais": run}, repeats)["ais"]
-    samples_per_s = config["num_chains"] / timing["median_s"]
+    # A short probe (a tenth of the temperatures, every chain) predicts a call; chains
+    # are cut, never temperatures, where a call would overrun the time budget.
+    num_chains, num_temperatures = config["num_chains"], config["temperatures"]
+    probe_temperatures = max(2, num_temperatures // 10)
+    probe = functools.partial(run, num_chains, probe_temperatures)
+    wall_time(probe)
+    predicted_s = wall_time(probe) * num_temperatures / probe_temperatures
+    reduced = predicted_s > settings["ais_call_s"]
+    if reduced:
+        fraction = settings["ais_call_s"] / predicted_s
+        num_chains = max(64, int(num_chains * fraction) // 64 * 64)
+    timing = time_side_by_side(
+        {"ais": functools.partial(run, num_chains, num_temperatures)}, repeats
+    )["ais"]
+    samples_per_s = num_chains / timing["median_s"]
     row = {
         **config,
+        "num_chains": num_chains,
+        "requested_num_chains": config["num_chains"],
         "samples_per_s": samples_per_s,
-        "chain_temperatures_per_s": samples_per_s * config["temperatures"],
+        "chain_temperatures_per_s": samples_per_s * num_temperatures,
         "compile_s": timing["compile_s"],
         "timing": timing,
     }
+    cut = (
+        f" (cut from {config['num_chains']} to fit {settings['ais_call_s']:.0f} s)"
+        if reduced
+        else ""
+    )
     print(
-        f"  RBM {config['num_visible']}x{config['num_hidden']}, {config['num_chains']} chains x "
-        f"{config['temperatures']} temperatures: {samples_per_s:.1f} samples/s "
+        f"  RBM {config['num_visible']}x{config['num_hidden']}, {num_chains} chains{cut} x "
+        f"{num_temperatures} temperatures: {samples_per_s:.1f} samples/s "
         f"(compile {timing['compile_s']:.2f} s)",
         flush=True,
     )
@@ -610,11 +703,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## MALA chain-steps/s (MLP log-density)",
         "",
-        "ebm_jax = `ej.run_chains` + `ej.samplers.mala`; blackjax and floor = jitted loops of "
-        "`vmap(step)`; t/floor and vs BJ are medians of per-round ratios; roofline = the "
-        "ebm_jax step's lower bound from XLA's cost analysis over its measured time. XLA counts "
-        "the bytes every fused op reads and writes, so a working set that stays in cache "
-        "can exceed 100% of the memory bound (small configurations, CPUs).",
+        "ebm_jax = `ej.run_chains` + `ej.samplers.mala`, from the positions to the kept draws; "
+        "blackjax and floor = a jitted `vmap(init)`, then a jitted loop of `vmap(step)`, from the "
+        "same positions (the init's gradient counts for all three). t/floor, vs BJ and step vs BJ "
+        "(the loops alone, from an initialised state) are medians of per-round ratios. roofline "
+        "= the ebm_jax step's lower bound from XLA's cost analysis over its measured time. "
+        "XLA counts the bytes every fused op reads and writes, so a working set that stays in "
+        "cache can exceed 100% of the memory bound (small configurations, CPUs).",
         "",
         *_table(MALA_COLUMNS, [_mala_cells(row) for row in report["mala"]["rows"]]),
     ]
@@ -629,9 +724,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{training['batch_size']}, {training['optimizer']})",
         "",
         *_table(
-            ("loss", "steps/s", "compile s"),
+            ("loss", "steps/s", "steps per chunk", "compile s"),
             [
-                [name, f"{row['steps_per_s']:.1f}", f"{row['compile_s']:.2f}"]
+                [
+                    name,
+                    f"{row['steps_per_s']:.1f}",
+                    str(row["chunk_size"]),
+                    f"{row['compile_s']:.2f}",
+                ]
                 for name, row in training["losses"].items()
             ],
         ),
@@ -643,7 +743,12 @@ def markdown(report: dict[str, Any]) -> str:
             [
                 [
                     model,
-                    str(result["batch_size"]),
+                    str(result["batch_size"])
+                    + (
+                        f" (of {result['requested_batch_size']})"
+                        if result["batch_size"] != result["requested_batch_size"]
+                        else ""
+                    ),
                     name,
                     str(row["num_function_evaluations"]),
                     f"{row['samples_per_s']:.0f}",
@@ -664,7 +769,12 @@ def markdown(report: dict[str, Any]) -> str:
         [
             [
                 f"{ais['num_visible']}x{ais['num_hidden']}",
-                str(ais["num_chains"]),
+                str(ais["num_chains"])
+                + (
+                    f" (of {ais['requested_num_chains']})"
+                    if ais["num_chains"] != ais["requested_num_chains"]
+                    else ""
+                ),
                 str(ais["temperatures"]),
                 f"{ais['samples_per_s']:.1f}",
                 _rate(ais["chain_temperatures_per_s"]),

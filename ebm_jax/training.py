@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import serialization
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ebm_jax._progress import progress_bar
@@ -112,7 +113,7 @@ class Checkpoint(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or its gradient became NaN/inf during :func:`fit`.
+    """The loss or the training state became NaN/inf during :func:`fit`.
 
     The state stopped updating at the bad step, so ``last_good_state`` is the
     state just before it (its ``step`` equals ``step``) and no checkpoint was
@@ -120,15 +121,17 @@ class NonFiniteLossError(FloatingPointError):
     last one written before.
 
     Attributes:
-      step: the 0-based index of the first step with a non-finite loss or
-        gradient.
+      step: the 0-based index of the first step whose loss, or whose updated
+        parameters, optimizer state or loss state, is not finite (a
+        non-finite gradient makes the parameters non-finite unless the
+        optimizer drops it, e.g. :func:`optax.apply_if_finite`).
       last_good_state: the :class:`TrainState` before that step.
       losses: the loss history of the steps before it.
     """
 
     def __init__(self, step: int, last_good_state: TrainState, losses: np.ndarray) -> None:
         super().__init__(
-            f"the loss or its gradient is not finite at step {step}; training stopped. "
+            f"the loss or the updated state is not finite at step {step}; training stopped. "
             "The state before that step is in .last_good_state and the last checkpoint "
             "(if any) was kept. Lower the learning rate, clip gradients "
             "(optax.clip_by_global_norm) or check the data and the model."
@@ -147,6 +150,58 @@ def _all_finite(tree: ArrayTree) -> Array:
     return functools.reduce(jnp.logical_and, leaves, jnp.array(True))
 
 
+_SHUFFLE_ROUNDS = 8
+
+
+def _mix32(value: Array) -> Array:
+    """MurmurHash3's 32-bit finaliser (Appleby 2011): a bijective avalanche of ``uint32``."""
+    value = value ^ (value >> 16)
+    value = value * jnp.uint32(0x85EBCA6B)
+    value = value ^ (value >> 13)
+    value = value * jnp.uint32(0xC2B2AE35)
+    return value ^ (value >> 16)
+
+
+def _index_shuffle(rng_key: PRNGKey, index: Array, num_examples: int) -> Array:
+    """``perm[index]`` for a random permutation ``perm`` of ``range(num_examples)``, elementwise.
+
+    ``index`` must lie in ``range(num_examples)`` (the walk below ends on an
+    in-range value of the index's own cycle).
+
+    A balanced Feistel network on the ``2 * half``-bit integers (the fewest
+    that hold ``num_examples``, so fewer than ``4 * num_examples`` of them),
+    ``_SHUFFLE_ROUNDS`` rounds with round function ``mix32(right ^ k_r) & mask``
+    and round keys ``k_r`` drawn from ``rng_key``, is a bijection of that range;
+    cycle-walking (applying it again while the image is ``>= num_examples``)
+    restricts it to a bijection of ``range(num_examples)`` (Black & Rogaway
+    2002). Each index costs O(rounds) integer operations, with no
+    ``num_examples``-long sort: the construction of TensorFlow's
+    ``tf.random.experimental.index_shuffle`` and of Grain's index sampler.
+    """
+    bits = max(2, (num_examples - 1).bit_length())
+    half = (bits + 1) // 2
+    mask = jnp.uint32((1 << half) - 1)
+    round_keys = jax.random.bits(rng_key, (_SHUFFLE_ROUNDS,), jnp.uint32)
+
+    def feistel(value: Array) -> Array:
+        left, right = value >> half, value & mask
+        for round_index in range(_SHUFFLE_ROUNDS):
+            left, right = right, left ^ (_mix32(right ^ round_keys[round_index]) & mask)
+        return (left << half) | right
+
+    limit = jnp.uint32(num_examples)
+    image = feistel(jnp.asarray(index, jnp.uint32))
+    image = jax.lax.while_loop(
+        lambda value: jnp.any(value >= limit),
+        lambda value: jnp.where(value >= limit, feistel(value), value),
+        image,
+    )
+    return image.astype(jnp.int32)
+
+
+_all_finite_jit = jax.jit(_all_finite)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -157,6 +212,7 @@ def _all_finite(tree: ArrayTree) -> Array:
         "num_chunk_steps",
         "stateful",
         "mesh",
+        "checked",
     ),
 )
 def _run_chunk(
@@ -171,42 +227,48 @@ def _run_chunk(
     num_chunk_steps: int,
     stateful: bool,
     mesh: Mesh | None,
+    checked: bool,
 ) -> tuple[TrainState, Array, Array]:
     """``num_chunk_steps`` optimizer steps from ``state.step``.
 
-    Returns the state, the per-step losses and the first step whose loss or
-    gradient was not finite (``-1`` if none); from that step on the state is
-    frozen.
+    Returns the state, the per-step losses and a step index. Unchecked (the
+    fast path), the steps run unguarded and the index is the first step whose
+    loss is not finite, or ``num_chunk_steps + state.step`` if the final
+    state is not finite, or ``-1``. Checked (the replay of a chunk that went
+    bad), every updated state is tested and frozen from the first step whose
+    loss or updated state is not finite, and the index is that step (``-1`` if
+    none). Both paths compute the same steps in the same order.
     """
     step_root, epoch_root = jax.random.split(rng_key)
     start = state.step
 
+    steps = start + jnp.arange(num_chunk_steps, dtype=start.dtype)
     if dataset is not None:
         num_examples = jax.tree.leaves(dataset)[0].shape[0]
         steps_per_epoch = num_examples // batch_size
 
-        def epoch_permutation(epoch: Array) -> Array:
-            return jax.random.permutation(jax.random.fold_in(epoch_root, epoch), num_examples)
+        # Epoch e visits the examples in a random order that is a function of
+        # (epoch_root, e) alone, so chunks may start anywhere in an epoch. The whole
+        # chunk's indices are drawn up front: a loop inside the step would cost more.
+        def step_indices(step: Array) -> Array:
+            epoch, position = jnp.divmod(step, steps_per_epoch)
+            slots = position * batch_size + jnp.arange(batch_size, dtype=position.dtype)
+            return _index_shuffle(jax.random.fold_in(epoch_root, epoch), slots, num_examples)
 
-        # A function of the epoch alone, so chunks may start anywhere in an epoch.
-        permutation = epoch_permutation(start // steps_per_epoch)
+        chunk_indices = jax.vmap(step_indices)(steps)
     else:
-        permutation = jnp.zeros((0,), jnp.int32)
+        chunk_indices = jnp.zeros((num_chunk_steps, 0), jnp.int32)
 
     def body(
-        carry: tuple[TrainState, Array, Array], step: Array
-    ) -> tuple[tuple[TrainState, Array, Array], Array]:
-        state, permutation, bad_step = carry
+        carry: tuple[TrainState, Array], step_and_indices: tuple[Array, Array]
+    ) -> tuple[tuple[TrainState, Array], Array]:
+        state, bad_step = carry
+        step, indices = step_and_indices
         batch_key, loss_key = jax.random.split(jax.random.fold_in(step_root, step))
         if dataset is None:
             assert data_fn is not None
             batch = data_fn(batch_key, batch_size)
         else:
-            epoch, position = jnp.divmod(step, steps_per_epoch)
-            permutation = jax.lax.cond(
-                position == 0, epoch_permutation, lambda _: permutation, epoch
-            )
-            indices = jax.lax.dynamic_slice_in_dim(permutation, position * batch_size, batch_size)
             batch = jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), dataset)
         batch = _constrain(batch, mesh, split=True)
 
@@ -222,16 +284,23 @@ def _run_chunk(
         updated = TrainState(
             state.step + 1, params, opt_state, _constrain_loss_state(loss_state, mesh)
         )
-
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        keep_going = finite & (bad_step < 0)
-        state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old), updated, state)
+        if checked:
+            finite = jnp.isfinite(loss) & _all_finite(updated)
+            keep_going = finite & (bad_step < 0)
+            state = jax.tree.map(lambda new, old: jnp.where(keep_going, new, old), updated, state)
+        else:
+            # Unguarded: a per-step test and select of the whole state costs 15-30% of a
+            # small model's step. A bad chunk is replayed checked (see fit).
+            finite = jnp.isfinite(loss)
+            state = updated
         bad_step = jnp.where((bad_step < 0) & ~finite, step, bad_step)
-        return (state, permutation, bad_step), loss
+        return (state, bad_step), loss
 
-    steps = start + jnp.arange(num_chunk_steps, dtype=start.dtype)
-    carry = (state, permutation, jnp.array(-1, start.dtype))
-    (state, _, bad_step), losses = jax.lax.scan(body, carry, steps)
+    carry = (state, jnp.array(-1, start.dtype))
+    (state, bad_step), losses = jax.lax.scan(body, carry, (steps, chunk_indices))
+    if not checked:
+        end = start + num_chunk_steps
+        bad_step = jnp.where((bad_step < 0) & ~_all_finite(state), end, bad_step)
     return state, losses, bad_step
 
 
@@ -318,6 +387,11 @@ def save_checkpoint(
     to a temporary file in the same directory and moved over ``path`` with
     :func:`os.replace`, so ``path`` always holds a complete checkpoint.
 
+    Under :func:`jax.distributed.initialize`, every process must call it (the
+    arrays split over processes are gathered, a collective); process 0 writes
+    the file and all wait for it, so ``path`` must be on a filesystem every
+    process reads to resume.
+
     Args:
       path: the file to write.
       state: a pytree of arrays, typically a :class:`TrainState` (arrays
@@ -337,8 +411,9 @@ def save_checkpoint(
       >>> restored.state["w"]
       Array([0., 1., 2.], dtype=float32)
     """
+    host_state = _to_host(state)
     header: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
-    step = getattr(state, "step", None)
+    step = getattr(host_state, "step", None)
     if step is not None:
         header["step"] = int(step)
     for name, value in (metadata or {}).items():
@@ -348,10 +423,24 @@ def save_checkpoint(
     history = np.zeros((0,), np.float32) if losses is None else np.asarray(losses)
     payload = {
         "header": header,
-        "state": serialization.to_state_dict(jax.device_get(state)),
+        "state": serialization.to_state_dict(host_state),
         "losses": history,
     }
-    _atomic_write(path, serialization.msgpack_serialize(payload))
+    if jax.process_index() == 0:
+        _atomic_write(path, serialization.msgpack_serialize(payload))
+    if jax.process_count() > 1:  # nobody reads it before it is complete
+        multihost_utils.sync_global_devices(f"ebm_jax.training.save_checkpoint {path!s}")
+
+
+def _to_host(state: Any) -> Any:
+    """NumPy copies of the leaves; arrays split over several processes are gathered first."""
+
+    def fetch(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return jax.device_get(leaf)
+
+    return jax.tree.map(fetch, state)
 
 
 def load_checkpoint(
@@ -487,9 +576,10 @@ def _prepare_data(
             f"batch_size={batch_size} is larger than the dataset (num_examples={num_examples}); "
             "minibatches are drawn without replacement"
         )
-    for leaf in leaves:
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            check_finite_array(leaf, "data")
+    inexact = [leaf for leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    # Reduced where the data lives: only a flag comes back, not the dataset.
+    if inexact and not bool(_all_finite_jit(inexact)):
+        raise ValueError("data must be finite (it contains NaN or inf)")
     batch = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct((batch_size, *leaf.shape[1:]), leaf.dtype), dataset
     )
@@ -569,11 +659,14 @@ def fit(
     denoising objective (11.16). With ``rng_key`` split into
     ``(step_root, epoch_root)``, step ``t`` uses
     ``batch_key, loss_key = split(fold_in(step_root, t))``; with an array
-    dataset, epoch ``e`` visits the examples in the order
-    ``permutation(fold_in(epoch_root, e), num_examples)``, ``batch_size`` at a
-    time, dropping the incomplete last batch (each example at most once per
-    epoch). Results therefore depend on ``rng_key`` only, not on
-    ``chunk_size`` nor on where a run was interrupted and resumed.
+    dataset, epoch ``e`` visits the examples in a random order drawn from
+    ``fold_in(epoch_root, e)``, ``batch_size`` at a time, dropping the
+    incomplete last batch (each example at most once per epoch). The order is
+    a keyed bijection of ``range(num_examples)`` evaluated index by index
+    (a Feistel network with cycle-walking, the construction of TensorFlow's
+    ``index_shuffle``), so no epoch-long permutation is sorted on the device.
+    Results therefore depend on ``rng_key`` only, not on ``chunk_size`` nor
+    on where a run was interrupted and resumed.
 
     Compilation. Numbers that are arrays (``params``, the optimizer state,
     ``loss_state``, the dataset, ``rng_key``) are data: new values never
@@ -603,10 +696,15 @@ def fit(
     Besides, the :func:`jax.eval_shape` check of ``loss_fn``'s output traces
     it (without compiling) for new shapes or a new ``loss_fn``.
 
-    If the loss or its gradient becomes NaN/inf, the state stops updating at
-    that step; after the chunk a :class:`NonFiniteLossError` is raised naming
-    the step and carrying the last good state, and no checkpoint is written
-    for that chunk, so the previous one stays on disk.
+    Non-finite values. The steps of a chunk run unguarded; the chunk records
+    whether a loss, or its final state, is NaN/inf. If so, the chunk is run
+    again from its start with every step checked (same keys and batches, so
+    the same steps), and the state stops updating at the first step whose
+    loss or updated state (parameters, optimizer state, loss state) is not
+    finite; a :class:`NonFiniteLossError` is then raised naming the step and
+    carrying the last good state, and no checkpoint is written for that
+    chunk, so the previous one stays on disk. A chunk that runs clean costs
+    no per-step check.
 
     Args:
       rng_key: a single key (``jax.random.key(seed)``).
@@ -629,7 +727,8 @@ def fit(
       loss_state: the initial loss state; ``None`` for a stateless loss
         (pass ``()`` for a stateful loss with nothing to carry).
       checkpoint_path: if given, the run is checkpointed there after every
-        chunk (see :func:`save_checkpoint`).
+        chunk (see :func:`save_checkpoint`; with several processes, process 0
+        writes the whole state, a loss state split over them included).
       resume: if ``checkpoint_path`` exists, continue from it (its
         ``batch_size``, dataset size and ``rng_key`` must match); otherwise
         start afresh and overwrite it. The optimizer state is restored too, so
@@ -644,7 +743,7 @@ def fit(
       A :class:`FitResult`.
 
     Raises:
-      NonFiniteLossError: the loss or a gradient became NaN/inf.
+      NonFiniteLossError: the loss or the training state became NaN/inf.
       ValueError: before any compilation, if ``loss_fn`` fails or returns a
         non-scalar on one batch, e.g. a :mod:`ebm_jax.losses` loss whose model
         was initialised on a whole batch (the loss says so and how to fix it).
@@ -663,7 +762,10 @@ def fit(
 
     References:
       Robbins & Monro (1951), *A stochastic approximation method*; Kingma & Ba
-      (2015), *Adam: a method for stochastic optimization*, arXiv:1412.6980.
+      (2015), *Adam: a method for stochastic optimization*, arXiv:1412.6980;
+      Black & Rogaway (2002), *Ciphers with arbitrary finite domains*, CT-RSA
+      (cycle-walking); Luby & Rackoff (1988), *How to construct pseudorandom
+      permutations from pseudorandom functions*, SIAM J. Comput. 17(2).
     """
     check_key(rng_key)
     check_callable(loss_fn, "loss_fn")
@@ -722,7 +824,15 @@ def fit(
     try:
         while done < num_steps:
             length = min(chunk_size, num_steps - done)
-            new_state, chunk_losses, bad_step = run(state, rng_key, dataset, num_chunk_steps=length)
+            new_state, chunk_losses, bad_step = run(
+                state, rng_key, dataset, num_chunk_steps=length, checked=False
+            )
+            if int(bad_step) >= 0:
+                # Replay the chunk from its start, guarded: same keys, same batches, so
+                # the same steps up to the first bad one, where the state freezes.
+                new_state, chunk_losses, bad_step = run(
+                    state, rng_key, dataset, num_chunk_steps=length, checked=True
+                )
             chunk_losses = np.asarray(chunk_losses)
             bad = int(bad_step)
             if bad >= 0:

@@ -9,7 +9,8 @@ one-process reference for N processes. Each process
    gathers every process's samples with ``process_allgather``;
 2. runs a data-parallel ``ej.training.fit`` (sliced score matching on a small
    MLP) and a PCD ``fit`` whose chain buffer is split over all processes'
-   devices, then gathers the chains.
+   devices, checkpointed after 15 steps and resumed to 30, then gathers the
+   chains.
 
 Process 0 writes everything to ``--out`` (an ``.npz``).
 """
@@ -17,6 +18,7 @@ Process 0 writes everything to ``--out`` (an ``.npz``).
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 
@@ -83,18 +85,23 @@ def main() -> None:
     pcd = ej.losses.persistent_contrastive_divergence(
         lambda mean, x: -0.5 * jnp.sum((x - mean) ** 2), step_size=0.3, num_steps=2
     )
-    pcd_fit = ej.training.fit(
+    # Checkpointed halfway, then resumed: the chain buffer split over the processes
+    # is gathered into process 0's file and split again on resume.
+    pcd_fit = functools.partial(
+        ej.training.fit,
         jax.random.key(4),
         pcd.loss,
         jnp.zeros(2),
         optax.sgd(0.1),
         data + 3.0,
-        num_steps=30,
         batch_size=32,
         chunk_size=15,
         loss_state=pcd.init(jax.random.normal(jax.random.key(5), (64, 2))),
+        checkpoint_path=args.out + ".pcd.msgpack",
         progress=False,
     )
+    pcd_fit(num_steps=15)
+    pcd_fit = pcd_fit(num_steps=30)
     if jax.process_index() == 0:
         np.savez(
             args.out,
