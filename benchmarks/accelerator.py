@@ -31,8 +31,9 @@ reported apart from run time):
    eq. (11.16) on a noise-conditional score network.
 4. **Samples/s** of ancestral sampling, the probability-flow ODE (Heun) and
    annealed MALA at NFE = 100 (``benchmarks/diffusion_speed.py``'s
-   samplers), and of annealed importance sampling on a Bernoulli RBM
-   (:func:`ebm_jax.partition.annealed_importance_sampling`, Gibbs transitions).
+   samplers), and of annealed importance sampling on a Bernoulli RBM of
+   the 8x8 digits' size (:func:`ebm_jax.partition.annealed_importance_sampling`,
+   its default single-site Gibbs transitions).
 
 Run as ``python benchmarks/accelerator.py``: a few minutes on one GPU;
 ``--quick`` (10^3 chains, d = 2, tiny models; under a minute on a CPU) is the
@@ -88,7 +89,7 @@ FULL = {
     "hidden_sizes": (256, 256),
     "target_s": 0.2,
     "repeats": 5,
-    "max_config_s": 30.0,  # skip a size whose timed rounds would take longer
+    "max_config_s": 60.0,  # skip a size whose timed rounds would take longer
     "train_dim": 64,
     "train_hidden_sizes": (256, 256),
     "train_batch_size": 1024,
@@ -97,7 +98,9 @@ FULL = {
     "diffusion_models": ("toy_2d", "digits"),
     "sample_batch_size": 16384,
     "sample_call_s": 2.0,  # a smaller batch where one call would take longer
-    "rbm": {"num_visible": 784, "num_hidden": 500, "num_chains": 10**4, "temperatures": 1000},
+    # Digits-sized (8x8 binary images, as benchmarks/rbm_digits.py); the default transition
+    # is single-site Gibbs, num_visible sequential updates per temperature.
+    "rbm": {"num_visible": 64, "num_hidden": 100, "num_chains": 10**4, "temperatures": 1000},
     "ais_call_s": 10.0,  # fewer chains where a call would take longer
 }
 QUICK = {
@@ -119,9 +122,13 @@ QUICK = {
     "ais_call_s": 1.0,
 }
 MALA_STEP_SIZES = {2: 5.0, 64: 2.0, 784: 0.4}  # they set acceptance, not cost
+# Steps per timed call at least: the initial gradient and the per-call costs of every
+# contender then weigh at most a fifth of a call.
+MIN_MALA_STEPS = 4
 ENVELOPE_SCALE = 3.0
 NFE = 100
 PROBE_SAMPLE_BATCH = 256
+PROBE_AIS_CHAINS = 1000
 DSM_SIGMA = 0.1
 LEARNING_RATE = 1e-3
 # Fraction of the device memory a MALA configuration may plan to use.
@@ -298,8 +305,11 @@ def bench_mala_config(
         )
         costs[name] = cost_of(step, initial_state, jax.random.key(0))
     floor_state = inits["floor"](positions)
-    num_steps = iterations_per_call(
-        functools.partial(runs["floor"], floor_state), one_step_s["floor"], settings["target_s"]
+    num_steps = max(
+        MIN_MALA_STEPS,
+        iterations_per_call(
+            functools.partial(runs["floor"], floor_state), one_step_s["floor"], settings["target_s"]
+        ),
     )
     # ej.run_chains, the public path: one kept position per chain (thin=num_steps).
     algorithm = ej.samplers.mala(logdensity_fn, step_size)
@@ -369,8 +379,9 @@ def bench_mala(settings: dict[str, Any], peaks: dict[str, Any], repeats: int) ->
         seconds_per_chain_step = 0.0
         for num_chains in settings["num_chains"]:
             needed = mala_working_set_bytes(dim, settings["hidden_sizes"], num_chains)
-            # Calls last max(target, init + one step); five contenders, repeats + ~4 calls.
-            step_s = 2 * seconds_per_chain_step * num_chains
+            # Calls last max(target, init + the fewest steps); five contenders, repeats + ~4
+            # calls each.
+            step_s = (MIN_MALA_STEPS + 1) * seconds_per_chain_step * num_chains
             predicted_s = max(settings["target_s"], step_s) * 5 * (repeats + 4)
             reason = None
             if needed > MEMORY_FRACTION * memory:
@@ -613,7 +624,7 @@ def _sample_batch_size(
 
 
 def bench_ais(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
-    """Annealed importance sampling of a Bernoulli RBM's log Z, Gibbs transitions.
+    """Annealed importance sampling of a Bernoulli RBM's log Z, single-site Gibbs transitions.
 
     The chain count is cut (and the cut recorded) where one call would take
     longer than ``settings["ais_call_s"]``.
@@ -637,13 +648,18 @@ def bench_ais(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
             num_temperatures=num_temperatures,
         ).log_partition
 
-    # A short probe (a tenth of the temperatures, every chain) predicts a call; chains
-    # are cut, never temperatures, where a call would overrun the time budget.
+    # A short probe (a tenth of the temperatures, at most PROBE_AIS_CHAINS chains)
+    # predicts a call, linearly in both (an underestimate on a device the probe does
+    # not fill, where the call is fast anyway); chains are cut, never temperatures,
+    # where a call would overrun the time budget.
     num_chains, num_temperatures = config["num_chains"], config["temperatures"]
+    probe_chains = min(num_chains, PROBE_AIS_CHAINS)
     probe_temperatures = max(2, num_temperatures // 10)
-    probe = functools.partial(run, num_chains, probe_temperatures)
+    probe = functools.partial(run, probe_chains, probe_temperatures)
     wall_time(probe)
-    predicted_s = wall_time(probe) * num_temperatures / probe_temperatures
+    predicted_s = (
+        wall_time(probe) * (num_temperatures / probe_temperatures) * (num_chains / probe_chains)
+    )
     reduced = predicted_s > settings["ais_call_s"]
     if reduced:
         fraction = settings["ais_call_s"] / predicted_s
@@ -760,7 +776,7 @@ def markdown(report: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "## AIS on a Bernoulli RBM (Gibbs transitions)",
+        "## AIS on a Bernoulli RBM (single-site Gibbs transitions, the default)",
         "",
     ]
     ais = report["ais"]

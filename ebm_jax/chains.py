@@ -616,6 +616,15 @@ def _concatenate_kept(chunks: list[Any]) -> Any:
     return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=1), *chunks)
 
 
+@jax.jit
+def _kept_moments(samples: ArrayTree) -> tuple[ArrayTree, ArrayTree]:
+    """Per-chain mean and variance over the kept draws, in one compiled pass."""
+    return (
+        jax.tree.map(lambda leaf: jnp.mean(leaf, axis=1), samples),
+        jax.tree.map(lambda leaf: jnp.var(leaf, axis=1), samples),
+    )
+
+
 def _result(
     accumulator: _Accumulator,
     states: Any,
@@ -634,8 +643,7 @@ def _result(
         acceptance_rate = accumulator.acceptance_sum / num_steps
     if record:
         samples = _concatenate_kept(kept_chunks)
-        mean = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=1), samples)
-        variance = jax.tree.map(lambda leaf: jnp.var(leaf, axis=1), samples)
+        mean, variance = _kept_moments(samples)
     else:
         samples = None
         mean = accumulator.mean
