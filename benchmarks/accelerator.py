@@ -24,7 +24,8 @@ reported apart from run time):
    measured here. The fraction reported is the lower bound on the step time
    (``max(flops / peak_flops, bytes / peak_bandwidth)``, the binding bound
    named) over the measured step time.
-3. **Training steps/s** through :func:`ebm_jax.training.fit` for score
+3. **Training steps/s** through :func:`ebm_jax.training.fit` for the
+   plain ``-mean f(x)`` (one forward and backward pass, the yardstick), score
    matching with the exact trace (eq. 11.2) of a score network and of an
    energy network (the Hessian trace), sliced score matching, denoising
    score matching (Vincent 2011) and the diffusion denoising loss of
@@ -481,7 +482,14 @@ def training_losses(settings: dict[str, Any]) -> dict[str, tuple[Callable[..., A
     energy_fn: Callable[..., Any] = energy.apply
     score_fn: Callable[..., Any] = score.apply
     noise_conditional_fn: Callable[..., Any] = noise_conditional.apply
+
+    def plain(params: Any, rng_key: jax.Array, batch: jax.Array) -> jax.Array:
+        # The yardstick: one forward and backward pass of the network, -mean f(x).
+        del rng_key
+        return -jnp.mean(jax.vmap(energy_fn, in_axes=(None, 0))(params, batch))
+
     return {
+        "plain": (plain, energy_params),
         "sm_score_network": (ej.losses.score_matching(score_fn=score_fn), score_params),
         "sm_exact_energy": (ej.losses.score_matching(energy_fn), energy_params),
         "ssm": (ej.losses.sliced_score_matching(energy_fn), energy_params),

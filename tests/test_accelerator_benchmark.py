@@ -61,6 +61,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
 
     losses = report["training"]["losses"]
     assert set(losses) == {
+        "plain",
         "sm_score_network",
         "sm_exact_energy",
         "ssm",
