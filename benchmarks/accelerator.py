@@ -95,6 +95,7 @@ FULL = {
     "train_hidden_sizes": (256, 256),
     "train_batch_size": 1024,
     "train_chunk_size": 50,
+    "size_chunks": True,  # fewer steps per chunk for a slow loss
     "fit_call_s": 1.0,
     "diffusion_models": ("toy_2d", "digits"),
     "sample_batch_size": 16384,
@@ -115,6 +116,7 @@ QUICK = {
     "train_hidden_sizes": (32, 32),
     "train_batch_size": 128,
     "train_chunk_size": 10,
+    "size_chunks": False,
     "fit_call_s": 0.1,
     "diffusion_models": ("toy_2d",),
     "sample_batch_size": 64,
@@ -523,13 +525,15 @@ def bench_training(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
 
     rows = {}
     for name, (loss_fn, params) in training_losses(settings).items():
-        # A one-step probe sizes the chunk, so that a slow loss (the exact trace at a large
-        # d on a CPU) still fits the time budget; num_steps is a multiple of chunk_size, so
-        # one compiled chunk serves every run length.
-        probe = functools.partial(fit, loss_fn, params, 1, 1)
-        wall_time(probe)
-        step_s = min(wall_time(probe) for _ in range(2))
-        chunk_size = int(np.clip(settings["fit_call_s"] / step_s, 1, max_chunk))
+        # A one-step probe sizes the chunk (not in --quick), so that a slow loss (the exact
+        # trace at a large d on a CPU) still fits the time budget; num_steps is a multiple
+        # of chunk_size, so one compiled chunk serves every run length.
+        chunk_size = max_chunk
+        if settings["size_chunks"]:
+            probe = functools.partial(fit, loss_fn, params, 1, 1)
+            wall_time(probe)
+            step_s = min(wall_time(probe) for _ in range(2))
+            chunk_size = int(np.clip(settings["fit_call_s"] / step_s, 1, max_chunk))
         one_chunk = functools.partial(fit, loss_fn, params, chunk_size, chunk_size)
         first_s = wall_time(one_chunk)
         chunk_s = min(wall_time(one_chunk) for _ in range(2))
@@ -612,7 +616,9 @@ def _sample_batch_size(
     the call time, which grows linearly with the batch once it fills the device.
     """
     requested = settings["sample_batch_size"]
-    probe_batch = min(requested, PROBE_SAMPLE_BATCH)
+    if requested <= PROBE_SAMPLE_BATCH:  # nothing to cut: spare the probe's compilations
+        return requested
+    probe_batch = PROBE_SAMPLE_BATCH
     workload = make_workload(model_name, args.quick)._replace(sample_batch_size=probe_batch)
     contenders, _ = sampling_contenders(workload, specs)
     slowest_s = max(compile_and_probe(run)[1] for run in contenders.values())
@@ -660,15 +666,19 @@ def bench_ais(settings: dict[str, Any], repeats: int) -> dict[str, Any]:
     # predicts a call, linearly in both (an underestimate on a device the probe does
     # not fill, where the call is fast anyway); chains are cut, never temperatures,
     # where a call would overrun the time budget.
+    # Up to PROBE_AIS_CHAINS chains nothing is cut (nor probed).
     num_chains, num_temperatures = config["num_chains"], config["temperatures"]
-    probe_chains = min(num_chains, PROBE_AIS_CHAINS)
-    probe_temperatures = max(2, num_temperatures // 10)
-    probe = functools.partial(run, probe_chains, probe_temperatures)
-    wall_time(probe)
-    predicted_s = (
-        wall_time(probe) * (num_temperatures / probe_temperatures) * (num_chains / probe_chains)
-    )
-    reduced = predicted_s > settings["ais_call_s"]
+    reduced = False
+    if num_chains > PROBE_AIS_CHAINS:
+        probe_temperatures = max(2, num_temperatures // 10)
+        probe = functools.partial(run, PROBE_AIS_CHAINS, probe_temperatures)
+        wall_time(probe)
+        predicted_s = (
+            wall_time(probe)
+            * (num_temperatures / probe_temperatures)
+            * (num_chains / PROBE_AIS_CHAINS)
+        )
+        reduced = predicted_s > settings["ais_call_s"]
     if reduced:
         fraction = settings["ais_call_s"] / predicted_s
         num_chains = max(64, int(num_chains * fraction) // 64 * 64)
