@@ -451,10 +451,12 @@ def _prepare(
     _check_option(method, METHODS, "method")
     positions = _check_score_model(score_fn, schedule, positions, name)
     dtype = positions.dtype
+    # log SNR = log ᾱ - log(1 - ᾱ), from ᾱ: near pure noise ᾱ stays representable where
+    # β̄ = 1 - ᾱ rounds to 1 (a cosine schedule's ᾱ_T ≈ 2.4e-9), which would give -inf.
     smallest = jnp.asarray(schedule.marginal_betas[0], dtype)
-    largest = jnp.asarray(schedule.marginal_betas[-1], dtype)
+    least_signal = jnp.asarray(schedule.alphas_cumprod[-1], dtype)
     log_snr_max = jnp.log1p(-smallest) - jnp.log(smallest)
-    log_snr_min = jnp.log1p(-largest) - jnp.log(largest)
+    log_snr_min = jnp.log(least_signal) - jnp.log1p(-least_signal)
     grid = jnp.linspace(log_snr_min, log_snr_max, num_steps + 1, dtype=dtype)
     return positions, grid, _TABLEAUX[method]
 

@@ -97,7 +97,9 @@ def noise_level_features(beta: Array, embedding_size: int) -> Array:
     :math:`\\beta` itself crowds most steps near 1.
 
     Args:
-      beta: the marginal noise level :math:`\\beta \\in (0, 1)`, a scalar.
+      beta: the marginal noise level :math:`\\beta \\in (0, 1)`, a scalar. A
+        level that rounded to 0 or 1 in its dtype is clipped to the nearest
+        representable level inside (0, 1).
       embedding_size: the even number :math:`2K` of features.
 
     Returns:
@@ -115,6 +117,11 @@ def noise_level_features(beta: Array, embedding_size: int) -> Array:
       models*, arXiv:2107.00630 (the log-SNR as the noise coordinate).
     """
     beta = as_floating(beta)
+    # A level that rounded to 0 or 1 in its dtype (a cosine schedule's last level,
+    # 1 - 2.4e-9, is 1.0 in float32) is read as the nearest representable interior level,
+    # so the features stay finite: log-SNR within about ±16.6 in float32.
+    info = jnp.finfo(beta.dtype)
+    beta = jnp.clip(beta, info.tiny, 1.0 - info.epsneg)
     log_snr = jnp.log1p(-beta) - jnp.log(beta)
     frequencies = jnp.asarray(
         np.geomspace(_MIN_FREQUENCY, _MAX_FREQUENCY, embedding_size // 2), beta.dtype

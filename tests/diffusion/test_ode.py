@@ -295,3 +295,24 @@ def test_errors_name_the_argument():
         ode.probability_flow_log_likelihood(0, score, SCHEDULE, x)
     with pytest.raises(ValueError, match="rng_key must be a single key"):
         ode.probability_flow_log_likelihood(jax.random.split(key, 2), score, SCHEDULE, x)
+
+
+def test_a_cosine_schedule_whose_last_level_rounds_to_one_flows_finitely():
+    """cosine_schedule(1000): ᾱ_T ≈ 2.4e-9, so β̄_T = 1 - ᾱ_T is 1.0 in float32.
+
+    For N(0, I) data every p_β̄ is N(0, I), so the exact score is -x, the
+    velocity ½β̄(x + S) vanishes and the flow is the identity; the data's
+    log-likelihood is the N(0, I) log-density. The log-SNR grid must come from
+    ᾱ (finite), not from β̄ (log 0 = -inf, which made every output NaN).
+    """
+    cosine = schedule.cosine_schedule(1000)
+    assert float(cosine.marginal_betas[-1]) == 1.0  # the case under test
+    points = np.asarray(jax.random.normal(jax.random.key(5), (16, 2)))
+    standard_score = lambda x, beta: -x
+    flowed = ode.probability_flow_sample(standard_score, cosine, points, num_steps=8).positions
+    np.testing.assert_allclose(flowed, points, atol=1e-6)
+    result = ode.probability_flow_log_likelihood(
+        jax.random.key(6), standard_score, cosine, points, num_steps=8
+    )
+    expected = -0.5 * np.sum(points**2, axis=1) - np.log(2 * np.pi)
+    np.testing.assert_allclose(result.log_likelihood, expected, rtol=1e-5, atol=1e-5)

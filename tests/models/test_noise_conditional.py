@@ -94,6 +94,15 @@ def test_noise_level_features_are_those_of_the_log_snr():
 # -- the score form: noise prediction ------------------------------------------------------
 
 
+def test_noise_level_features_of_levels_rounded_to_zero_or_one_are_finite():
+    """A level of exactly 1.0 (a cosine schedule's last, rounded) reads as the largest below 1."""
+    below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
+    at_one = noise_level_features(jnp.float32(1.0), 16)
+    assert bool(jnp.all(jnp.isfinite(at_one)))
+    np.testing.assert_array_equal(at_one, noise_level_features(jnp.float32(below_one), 16))
+    assert bool(jnp.all(jnp.isfinite(noise_level_features(jnp.float32(0.0), 16))))
+
+
 def test_score_is_minus_the_predicted_noise_over_sqrt_beta():
     """S = −ε̂/√β: √β·S is O(1) at every level while S itself grows like 1/√β."""
     model = make_model("score", "plain")
