@@ -94,6 +94,19 @@ def environment(*packages: str) -> dict[str, Any]:
     }
 
 
+def optional_blackjax() -> Any:
+    """BlackJAX, or ``None`` when it is not installed (its columns are then left empty).
+
+    Imported on first use only, so a script's subprocesses that never compare
+    against it do not pay for the import.
+    """
+    try:
+        import blackjax
+    except ImportError:
+        return None
+    return blackjax
+
+
 def loop_from(body: Callable[[Any, jax.Array], Any]) -> Callable[[Any, int], Any]:
     """``run(carry, num_iterations)``: ``body`` iterated under one jit, one key per iteration.
 

@@ -72,6 +72,7 @@ from _common import (
     iterations_per_call,
     loop_from,
     mala_floor_step,
+    optional_blackjax,
     paired_ratio,
     time_side_by_side,
     wall_time,
@@ -264,7 +265,7 @@ def mala_step_bodies(
         "ebm_jax": (ebm_jax_step, jax.vmap(algorithm.init)),
         "floor": (floor_step, floor_init),
     }
-    blackjax = _blackjax()
+    blackjax = optional_blackjax()
     if blackjax is not None:
         bj_algorithm = blackjax.mala(logdensity_fn, step_size)
 
@@ -273,14 +274,6 @@ def mala_step_bodies(
 
         bodies["blackjax"] = (blackjax_step, jax.vmap(bj_algorithm.init))
     return bodies
-
-
-def _blackjax() -> Any:
-    try:
-        import blackjax
-    except ImportError:  # the BlackJAX column is then left empty
-        return None
-    return blackjax
 
 
 def mala_working_set_bytes(dim: int, hidden_sizes: tuple[int, ...], num_chains: int) -> float:

@@ -97,7 +97,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS_DIR, write_json
+from _common import RESULTS_DIR, optional_blackjax, write_json
 from _common import environment as common_environment
 
 import ebm_jax as ej
@@ -497,10 +497,9 @@ def run_ebm_mala_plain(
 
 
 def _blackjax() -> Any:
-    try:
-        import blackjax
-    except ImportError:
-        raise Unavailable("blackjax is not installed") from None
+    blackjax = optional_blackjax()
+    if blackjax is None:
+        raise Unavailable("blackjax is not installed")
     return blackjax
 
 

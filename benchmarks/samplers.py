@@ -53,6 +53,7 @@ import numpy as np
 from _common import (
     RESULTS_DIR,
     mala_floor_step,
+    optional_blackjax,
     paired_ratio,
     time_side_by_side,
     wall_time,
@@ -110,18 +111,9 @@ def mlp_logdensity(rng_key: jax.Array, dim: int, hidden: int) -> Callable[[jax.A
     return logdensity_fn
 
 
-def _blackjax() -> Any:
-    """BlackJAX, imported only where compared against (not in the memory subprocess)."""
-    try:
-        import blackjax
-    except ImportError:  # the BlackJAX columns are then left empty
-        return None
-    return blackjax
-
-
 def make_blackjax_run(logdensity_fn: Callable, step_size: float, num_chains: int, num_steps: int):
     """BlackJAX MALA, the idiomatic way: jit(scan over steps of vmap(step) over chains)."""
-    algorithm = _blackjax().mala(logdensity_fn, step_size)
+    algorithm = optional_blackjax().mala(logdensity_fn, step_size)
 
     @jax.jit
     def run(rng_key: jax.Array, initial_positions: jax.Array) -> jax.Array:
@@ -211,7 +203,7 @@ def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
         stored_bytes = num_chains * num_steps * dim * positions.dtype.itemsize
         if stored_bytes <= args.max_stored_bytes:
             contenders["ebm_jax_thin1"] = functools.partial(ebm_jax_run, thin=1)
-        if _blackjax() is not None:
+        if optional_blackjax() is not None:
             contenders["blackjax"] = functools.partial(
                 make_blackjax_run(logdensity_fn, step_size, num_chains, num_steps),
                 rng_key,
@@ -301,7 +293,7 @@ def make_blackjax_sampler(logdensity_fn: Callable, num_chains: int, num_steps: i
 
     @jax.jit
     def run(rng_key: jax.Array, initial_positions: jax.Array, step_size: jax.Array):
-        algorithm = _blackjax().mala(logdensity_fn, step_size)
+        algorithm = optional_blackjax().mala(logdensity_fn, step_size)
         states = jax.vmap(algorithm.init)(initial_positions)
 
         def one_step(states, step_key):
@@ -378,7 +370,7 @@ def bench_efficiency_one(target: dict[str, Any], args: argparse.Namespace) -> di
 
     # BlackJAX: grid search over the step size (free), then time the best.
     blackjax_row: dict[str, Any] | None = None
-    if _blackjax() is not None:
+    if optional_blackjax() is not None:
         bj_steps, bj_thin = (4000, 4) if args.quick else (20000, 10)
         grid = np.logspace(-1.5, 0.5, 5 if args.quick else 11)
         run = make_blackjax_sampler(logdensity_fn, num_chains, bj_steps, bj_thin)

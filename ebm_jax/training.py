@@ -317,12 +317,16 @@ def _splits(leaf: Any, mesh: Mesh) -> bool:
     return len(shape) >= 1 and shape[0] % mesh.size == 0
 
 
+def _sharding(mesh: Mesh, *, split: bool) -> NamedSharding:
+    """Split along the leading axis over ``mesh``, or replicated on it."""
+    return NamedSharding(mesh, PartitionSpec("data") if split else PartitionSpec())
+
+
 def _constrain(tree: Any, mesh: Mesh | None, *, split: bool) -> Any:
     """Inside jit: split ``tree`` along its leading axis over ``mesh``, or replicate it."""
     if mesh is None:
         return tree
-    spec = PartitionSpec("data") if split else PartitionSpec()
-    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+    return jax.lax.with_sharding_constraint(tree, _sharding(mesh, split=split))
 
 
 def _constrain_loss_state(loss_state: Any, mesh: Mesh | None) -> Any:
@@ -336,12 +340,11 @@ def _place(state: TrainState, mesh: Mesh | None) -> TrainState:
     if mesh is None:
         return state
 
-    def put(leaf: Any, split: bool) -> Any:
-        spec = PartitionSpec("data") if split else PartitionSpec()
-        return jax.device_put(leaf, NamedSharding(mesh, spec))
-
-    replicated = jax.tree.map(lambda leaf: put(leaf, False), state._replace(loss_state=None))
-    loss_state = jax.tree.map(lambda leaf: put(leaf, _splits(leaf, mesh)), state.loss_state)
+    replicated = jax.device_put(state._replace(loss_state=None), _sharding(mesh, split=False))
+    loss_state = jax.tree.map(
+        lambda leaf: jax.device_put(leaf, _sharding(mesh, split=_splits(leaf, mesh))),
+        state.loss_state,
+    )
     return replicated._replace(loss_state=loss_state)
 
 
@@ -810,7 +813,7 @@ def fit(
     mesh = _data_mesh(batch_size)
     state = _place(state, mesh)
     if mesh is not None and dataset is not None:
-        dataset = jax.device_put(dataset, NamedSharding(mesh, PartitionSpec()))
+        dataset = jax.device_put(dataset, _sharding(mesh, split=False))
     bar = progress_bar(progress, num_steps, desc="fit", initial=done)
     run = functools.partial(
         _run_chunk,

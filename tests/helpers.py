@@ -1,6 +1,10 @@
-"""Shared statistical gates for the tests (MCSE-based, never fixed magic tolerances)."""
+"""Shared helpers for the tests: MCSE-based statistical gates, forced-device subprocesses."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -23,3 +27,23 @@ def assert_mean_within_mcse(per_chain_estimates, truth, z: float = Z, what: str 
         f"{what}: estimate {grand} vs truth {truth}; |error| {error} >= {z} x MCSE {mcse}"
     )
     return grand, mcse
+
+
+def run_on_forced_host_devices(script: str, num_devices: int, out_path) -> dict:
+    """Run ``python -c script out_path`` on ``num_devices`` forced CPU devices; load its npz.
+
+    The device count is fixed when JAX starts, hence a fresh process per count.
+    """
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+    env["JAX_PLATFORMS"] = "cpu"
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(out_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    with np.load(out_path, allow_pickle=False) as saved:
+        return dict(saved)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from typing import NamedTuple
@@ -17,6 +14,7 @@ import pytest
 
 import ebm_jax as ej
 from ebm_jax import chains
+from tests.helpers import run_on_forced_host_devices
 
 
 def logdensity_fn(x):
@@ -120,16 +118,12 @@ SHARDING_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_over_four_devices_gives_the_same_numbers(tmp_path):
-    outputs = {}
-    for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        env["JAX_PLATFORMS"] = "cpu"
-        path = tmp_path / f"samples_{devices}.npz"
-        subprocess.run(
-            [sys.executable, "-c", SHARDING_SCRIPT, str(path)], env=env, check=True, timeout=300
+    outputs = {
+        devices: run_on_forced_host_devices(
+            SHARDING_SCRIPT, devices, tmp_path / f"samples_{devices}.npz"
         )
-        with np.load(path, allow_pickle=False) as saved:
-            outputs[devices] = dict(saved)
+        for devices in (1, 4)
+    }
     np.testing.assert_array_equal(outputs[1]["samples"], outputs[4]["samples"])
     # Streamed statistics may differ in the last bit (XLA fuses per partition).
     np.testing.assert_allclose(outputs[1]["stats"], outputs[4]["stats"], rtol=1e-5, atol=1e-6)

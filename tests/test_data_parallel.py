@@ -11,12 +11,11 @@ the results agree to float32 tolerance, not bitwise.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
+
+from tests.helpers import run_on_forced_host_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -56,21 +55,10 @@ SCRIPT = textwrap.dedent(
 
 
 def test_fit_on_four_devices_matches_one_device(tmp_path):
-    outputs = {}
-    for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        env["JAX_PLATFORMS"] = "cpu"
-        path = tmp_path / f"fit_{devices}.npz"
-        completed = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert completed.returncode == 0, completed.stderr[-4000:]
-        with np.load(path, allow_pickle=False) as saved:
-            outputs[devices] = dict(saved)
+    outputs = {
+        devices: run_on_forced_host_devices(SCRIPT, devices, tmp_path / f"fit_{devices}.npz")
+        for devices in (1, 4)
+    }
     one, four = outputs[1], outputs[4]
     # 60 Adam steps of float32 sums in another order: agreement to ~1e-4, far below
     # the 1e-2 step size's effect of a single step.
