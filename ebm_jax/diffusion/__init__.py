@@ -3,10 +3,21 @@
 Noise-perturbed distributions :math:`p(x' \\mid x) = N(\\sqrt{1-\\beta}\\, x, \\beta I)`
 (eqs. 11.4–11.6) and the forward chain of a :class:`NoiseSchedule`, the
 perturbed score by Tweedie's formula (11.7–11.13), the denoising objective
-(11.15–11.16) and samplers of the learned model.
+(11.15–11.16), samplers of the learned model (ancestral, annealed Langevin and
+MALA, predictor-corrector, DDIM, DPM-Solver++, the probability-flow ODE) and
+classifier-free guidance.
 """
 
-from ebm_jax.diffusion import forward, objective, ode, samplers, schedule, tweedie
+from ebm_jax.diffusion import (
+    forward,
+    guidance,
+    objective,
+    ode,
+    samplers,
+    schedule,
+    solvers,
+    tweedie,
+)
 from ebm_jax.diffusion.forward import (
     forward_chain,
     forward_step,
@@ -32,10 +43,12 @@ from ebm_jax.diffusion.samplers import (
     annealed_langevin_sample,
     annealed_mala_sample,
     initial_noise,
+    langevin_step_sizes,
     predictor_corrector_sample,
     sampling_steps,
 )
 from ebm_jax.diffusion.schedule import NoiseSchedule, cosine_schedule, from_betas, linear_schedule
+from ebm_jax.diffusion.solvers import ddim_sample, dpm_solver_sample
 from ebm_jax.diffusion.tweedie import tweedie_mean, tweedie_noise
 
 __all__ = [
@@ -48,12 +61,16 @@ __all__ = [
     "annealed_langevin_sample",
     "annealed_mala_sample",
     "cosine_schedule",
+    "ddim_sample",
     "denoising_loss",
+    "dpm_solver_sample",
     "forward",
     "forward_chain",
     "forward_step",
     "from_betas",
+    "guidance",
     "initial_noise",
+    "langevin_step_sizes",
     "linear_schedule",
     "objective",
     "ode",
@@ -70,6 +87,7 @@ __all__ = [
     "samplers",
     "sampling_steps",
     "schedule",
+    "solvers",
     "tweedie",
     "tweedie_mean",
     "tweedie_noise",

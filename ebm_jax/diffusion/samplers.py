@@ -69,6 +69,8 @@ from ebm_jax._validation import (
     check_logdensity,
     check_positive_scalar,
 )
+from ebm_jax.diffusion import guidance as guidance_lib
+from ebm_jax.diffusion.guidance import Guidance
 from ebm_jax.diffusion.schedule import NoiseSchedule
 from ebm_jax.diffusion.tweedie import NoiseConditionalScoreFn
 from ebm_jax.samplers.langevin import mala
@@ -209,6 +211,9 @@ def ancestral_sample(
     *,
     num_steps: int | None = None,
     variance: str = "posterior",
+    class_labels: ArrayLike | None = None,
+    guidance_scale: float = 1.0,
+    null_label: int | None = None,
 ) -> DiffusionSamples:
     """Ancestral sampling of the reverse chain (Ho et al. 2020, Algorithm 2).
 
@@ -241,9 +246,16 @@ def ancestral_sample(
       num_steps: how many levels to visit (see :func:`sampling_steps`); default
         all :math:`T`.
       variance: ``"posterior"`` (default) or ``"forward"``.
+      class_labels: ``(num_samples,)`` integer labels for a class-conditional
+        ``score_fn(x, beta, label)``; default ``None``, an unconditional
+        ``score_fn(x, beta)`` (see :mod:`ebm_jax.diffusion.guidance`).
+      guidance_scale: :math:`w` of classifier-free guidance, :math:`S_\\varnothing
+        + w (S_c - S_\\varnothing)`; 1 (default) is the conditional model.
+      null_label: the label the model was trained with for "no class"; needed
+        for :math:`w \\ne 1`, and doubles the NFE.
 
     Returns:
-      :class:`DiffusionSamples`, NFE = ``num_steps``.
+      :class:`DiffusionSamples`, NFE = ``num_steps`` (twice that with ``null_label``).
 
     Examples:
       >>> import jax
@@ -270,7 +282,59 @@ def ancestral_sample(
         num_corrector_steps=0,
         predictor="ancestral",
         variance=variance,
+        class_labels=class_labels,
+        guidance_scale=guidance_scale,
+        null_label=null_label,
     )
+
+
+def langevin_step_sizes(step_size: float, marginal_betas: ArrayLike) -> Array:
+    """Annealed Langevin steps :math:`\\tau_i \\propto \\bar\\beta_i`, capped where ULA is stable.
+
+    .. math::
+
+       \\tau_i = \\min\\Big(\\frac{\\epsilon}{\\bar\\beta_{\\min}}, 1\\Big)\\,
+       \\bar\\beta_i .
+
+    Song & Ermon's rule is :math:`\\tau_i = \\epsilon\\, \\bar\\beta_i /
+    \\bar\\beta_{\\min}`. The cap :math:`\\tau_i \\le \\bar\\beta_i` holds
+    every level where unadjusted Langevin contracts, whatever the data: since
+    :math:`p_{\\bar\\beta}` is the data (scaled by :math:`\\sqrt{1 -
+    \\bar\\beta}`) convolved with :math:`N(0, \\bar\\beta I)`, its Hessian is
+    :math:`\\nabla^2 \\log p_{\\bar\\beta} = -I / \\bar\\beta + (1 -
+    \\bar\\beta) \\operatorname{Cov}[x \\mid x'] / \\bar\\beta^2 \\succeq -I /
+    \\bar\\beta`, so :math:`-\\log p_{\\bar\\beta}` curves by at most :math:`1 /
+    \\bar\\beta` and the step :math:`x - \\tau \\kappa x` of a direction of
+    curvature :math:`\\kappa` contracts (:math:`|1 - \\tau\\kappa| < 1`) for
+    :math:`\\tau < 2 \\bar\\beta`; at :math:`\\tau = \\bar\\beta` it does not
+    oscillate. Uncapped, :math:`\\epsilon > 2 \\bar\\beta_{\\min}` diverges on
+    data concentrated at points, which is every level of a point mass and the
+    noisy levels of any data set: e.g. ``step_size=1e-4`` on the cosine schedule
+    with :math:`T = 1000` (:math:`\\bar\\beta_1 \\approx 4 \\cdot 10^{-5}`)
+    overflows to NaN. Since the ratio :math:`\\tau_i / \\bar\\beta_i` is the same
+    at every level, the cap either leaves the rule unchanged or replaces it by
+    :math:`\\tau_i = \\bar\\beta_i`.
+
+    Args:
+      step_size: :math:`\\epsilon > 0`.
+      marginal_betas: the visited levels :math:`\\bar\\beta_i`; the smallest is
+        :math:`\\bar\\beta_{\\min}`.
+
+    Returns:
+      The steps :math:`\\tau_i`, of the levels' shape and dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from ebm_jax.diffusion import samplers
+      >>> levels = jnp.array([0.5, 1e-4])
+      >>> [round(tau, 7) for tau in samplers.langevin_step_sizes(1e-5, levels).tolist()]
+      [0.05, 1e-05]
+      >>> [round(tau, 7) for tau in samplers.langevin_step_sizes(1.0, levels).tolist()]  # capped
+      [0.5, 0.0001]
+    """
+    marginal_betas = jnp.asarray(marginal_betas)
+    ratio = jnp.minimum(step_size / jnp.min(marginal_betas), 1.0)
+    return (ratio * marginal_betas).astype(marginal_betas.dtype)
 
 
 def annealed_langevin_sample(
@@ -284,6 +348,9 @@ def annealed_langevin_sample(
     num_steps_per_level: int = 10,
     denoise: bool = True,
     rescale: bool = True,
+    class_labels: ArrayLike | None = None,
+    guidance_scale: float = 1.0,
+    null_label: int | None = None,
 ) -> DiffusionSamples:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) at decreasing levels.
 
@@ -293,11 +360,13 @@ def annealed_langevin_sample(
     .. math::
 
        x \\leftarrow x + \\tau_i\\, S_w(x, \\bar\\beta_i) + \\sqrt{2 \\tau_i}\\, z,
-       \\qquad \\tau_i = \\epsilon\\, \\frac{\\bar\\beta_i}{\\bar\\beta_{\\min}},
+       \\qquad \\tau_i = \\min\\Big(\\frac{\\epsilon}{\\bar\\beta_{\\min}}, 1\\Big)\\,
+       \\bar\\beta_i
 
-    then, with ``rescale``, :math:`x \\leftarrow x / \\sqrt{1 - \\beta_{t|s}}` on the
-    way to the next visited step :math:`s`, and at the end, with ``denoise``,
-    the Tweedie mean (eq. 11.13) at the smallest level,
+    (see :func:`langevin_step_sizes` for the cap), then, with ``rescale``,
+    :math:`x \\leftarrow x / \\sqrt{1 - \\beta_{t|s}}` on the way to the next
+    visited step :math:`s`, and at the end, with ``denoise``, the Tweedie mean
+    (eq. 11.13) at the smallest level,
     :math:`x \\leftarrow (x + \\bar\\beta_{\\min} S_w(x, \\bar\\beta_{\\min})) /
     \\sqrt{1 - \\bar\\beta_{\\min}}`.
 
@@ -323,16 +392,24 @@ def annealed_langevin_sample(
       schedule: the :class:`~ebm_jax.diffusion.schedule.NoiseSchedule`.
       initial_positions: ``(num_samples, *event_shape)``.
       step_size: :math:`\\epsilon > 0`, the drift step at the smallest visited
-        level.
+        level (capped at :math:`\\bar\\beta_{\\min}`).
       num_steps: how many levels to visit (see :func:`sampling_steps`).
       num_steps_per_level: :math:`K \\ge 1`.
       denoise: finish with the Tweedie mean at the smallest level (one more
         evaluation).
       rescale: carry :math:`x / \\sqrt{\\bar\\alpha}` unchanged between levels
         (default, Song & Ermon's scheme) rather than :math:`x`.
+      class_labels: ``(num_samples,)`` integer labels for a class-conditional
+        ``score_fn(x, beta, label)``; default ``None``, an unconditional
+        ``score_fn(x, beta)`` (see :mod:`ebm_jax.diffusion.guidance`).
+      guidance_scale: :math:`w` of classifier-free guidance, :math:`S_\\varnothing
+        + w (S_c - S_\\varnothing)`; 1 (default) is the conditional model.
+      null_label: the label the model was trained with for "no class"; needed
+        for :math:`w \\ne 1`, and doubles the NFE.
 
     Returns:
-      :class:`DiffusionSamples`, NFE = ``num_steps * K`` (+ 1 with ``denoise``).
+      :class:`DiffusionSamples`, NFE = ``num_steps * K`` (+ 1 with ``denoise``),
+      twice that with ``null_label``.
 
     Examples:
       >>> import jax
@@ -354,10 +431,12 @@ def annealed_langevin_sample(
     for flag, name in ((denoise, "denoise"), (rescale, "rescale")):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    positions = _check_score_model(score_fn, schedule, initial_positions)
+    positions, guidance = _check_guided_score_model(
+        score_fn, schedule, initial_positions, class_labels, guidance_scale, null_label
+    )
     steps = sampling_steps(schedule, num_steps)
     levels = _levels(schedule, steps, "posterior", positions.dtype)
-    langevin_steps = step_size * levels.marginal_beta / levels.marginal_beta[-1]
+    langevin_steps = langevin_step_sizes(step_size, levels.marginal_beta)
     carry_scales = _carry_scales(levels) if rescale else jnp.ones_like(langevin_steps)
     samples = _run_score_sampler(
         rng_key,
@@ -366,13 +445,15 @@ def annealed_langevin_sample(
         langevin_steps,
         carry_scales,
         jnp.zeros((), positions.dtype),
+        guidance,
         score_fn=score_fn,
         predictor=None,
         corrector="langevin",
         num_corrector_steps=num_steps_per_level,
         denoise=denoise,
     )
-    return DiffusionSamples(samples, len(steps) * num_steps_per_level + int(denoise))
+    evaluations = len(steps) * num_steps_per_level + int(denoise)
+    return DiffusionSamples(samples, evaluations * guidance_lib.evaluations_per_step(guidance))
 
 
 def predictor_corrector_sample(
@@ -386,6 +467,9 @@ def predictor_corrector_sample(
     snr: float = 0.16,
     predictor: str = "ancestral",
     variance: str = "posterior",
+    class_labels: ArrayLike | None = None,
+    guidance_scale: float = 1.0,
+    null_label: int | None = None,
 ) -> DiffusionSamples:
     """Predictor-corrector sampling (Song et al. 2021, Algorithms 2 and 5).
 
@@ -426,9 +510,17 @@ def predictor_corrector_sample(
       predictor: ``"ancestral"`` (default) or ``"reverse_diffusion"``.
       variance: predictor noise, ``"posterior"`` :math:`\\tilde\\beta_{t|s}`
         (default) or ``"forward"`` :math:`\\beta_{t|s}` (Song et al.'s choice).
+      class_labels: ``(num_samples,)`` integer labels for a class-conditional
+        ``score_fn(x, beta, label)``; default ``None``, an unconditional
+        ``score_fn(x, beta)`` (see :mod:`ebm_jax.diffusion.guidance`).
+      guidance_scale: :math:`w` of classifier-free guidance, :math:`S_\\varnothing
+        + w (S_c - S_\\varnothing)`; 1 (default) is the conditional model.
+      null_label: the label the model was trained with for "no class"; needed
+        for :math:`w \\ne 1`, and doubles the NFE.
 
     Returns:
-      :class:`DiffusionSamples`, NFE = ``num_steps * (M + 1)``.
+      :class:`DiffusionSamples`, NFE = ``num_steps * (M + 1)``, twice that with
+      ``null_label``.
 
     Examples:
       >>> import jax
@@ -449,7 +541,9 @@ def predictor_corrector_sample(
     check_positive_scalar(snr, "snr")
     _check_option(predictor, PREDICTORS, "predictor")
     _check_option(variance, VARIANCES, "variance")
-    positions = _check_score_model(score_fn, schedule, initial_positions)
+    positions, guidance = _check_guided_score_model(
+        score_fn, schedule, initial_positions, class_labels, guidance_scale, null_label
+    )
     steps = sampling_steps(schedule, num_steps)
     levels = _levels(schedule, steps, variance, positions.dtype)
     samples = _run_score_sampler(
@@ -459,13 +553,15 @@ def predictor_corrector_sample(
         jnp.zeros_like(levels.alpha),
         jnp.ones_like(levels.alpha),
         jnp.asarray(snr, positions.dtype),
+        guidance,
         score_fn=score_fn,
         predictor=predictor,
         corrector="snr",
         num_corrector_steps=num_corrector_steps,
         denoise=True,
     )
-    return DiffusionSamples(samples, len(steps) * (num_corrector_steps + 1))
+    evaluations = len(steps) * (num_corrector_steps + 1)
+    return DiffusionSamples(samples, evaluations * guidance_lib.evaluations_per_step(guidance))
 
 
 def annealed_mala_sample(
@@ -478,6 +574,9 @@ def annealed_mala_sample(
     num_steps: int | None = None,
     num_steps_per_level: int = 10,
     predictor: str | None = "ancestral",
+    class_labels: ArrayLike | None = None,
+    guidance_scale: float = 1.0,
+    null_label: int | None = None,
 ) -> AnnealedMALASamples:
     """MH-corrected annealed Langevin (MALA) for an energy network (Du et al. 2023).
 
@@ -507,11 +606,21 @@ def annealed_mala_sample(
       num_steps: how many levels to visit (see :func:`sampling_steps`).
       num_steps_per_level: :math:`K \\ge 1`.
       predictor: ``"ancestral"`` (default, Du et al.) or ``None``.
+      class_labels: ``(num_samples,)`` integer labels for a class-conditional
+        ``logdensity_fn(x, beta, label)``; default ``None``, an unconditional
+        ``logdensity_fn(x, beta)``.
+      guidance_scale: :math:`w`: each level targets :math:`(1 - w)
+        f(x, \\bar\\beta, \\varnothing) + w f(x, \\bar\\beta, c)`, a sum of
+        energies, exactly under the MH correction (see
+        :mod:`ebm_jax.diffusion.guidance`); 1 (default) is the conditional model.
+      null_label: the label the model was trained with for "no class"; needed
+        for :math:`w \\ne 1`, and doubles the NFE.
 
     Returns:
       :class:`AnnealedMALASamples`; NFE = ``num_steps * (K + 1)``, counting each
       ``value_and_grad`` of ``logdensity_fn`` once (one per MALA step and one to
-      start each level; the predictor reuses the cached gradient).
+      start each level; the predictor reuses the cached gradient), twice that
+      with ``null_label``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -535,7 +644,10 @@ def annealed_mala_sample(
         _check_option(predictor, ("ancestral",), "predictor")
     positions = _check_positions(initial_positions)
     _check_schedule(schedule)
-    _check_conditional_logdensity(logdensity_fn, positions)
+    guidance = guidance_lib.check_guidance(
+        class_labels, guidance_scale, null_label, positions.shape[0], positions.dtype
+    )
+    _check_conditional_logdensity(logdensity_fn, positions, guidance)
     steps = sampling_steps(schedule, num_steps)
     levels = _levels(schedule, steps, "posterior", positions.dtype)
     mala_steps = step_size * levels.marginal_beta / levels.marginal_beta[-1]
@@ -544,13 +656,14 @@ def annealed_mala_sample(
         positions,
         levels,
         mala_steps,
+        guidance,
         logdensity_fn=logdensity_fn,
         use_predictor=predictor is not None,
         num_steps_per_level=num_steps_per_level,
     )
     return AnnealedMALASamples(
         samples,
-        len(steps) * (num_steps_per_level + 1),
+        len(steps) * (num_steps_per_level + 1) * guidance_lib.evaluations_per_step(guidance),
         acceptance_rate,
         levels.marginal_beta,
     )
@@ -585,6 +698,7 @@ def _run_score_sampler(
     langevin_steps: Array,
     carry_scales: Array,
     snr: Array,
+    guidance: Guidance | None,
     *,
     score_fn: NoiseConditionalScoreFn,
     predictor: str | None,
@@ -592,7 +706,7 @@ def _run_score_sampler(
     num_corrector_steps: int,
     denoise: bool,
 ) -> Array:
-    batched_score = jax.vmap(score_fn, in_axes=(0, None))
+    batched_score = guidance_lib.batched(score_fn, guidance)
 
     def level_step(x: Array, inputs: tuple[Array, ...]) -> tuple[Array, None]:
         level_key, marginal_beta, step_beta, noise_std, alpha, langevin_step, carry_scale = inputs
@@ -638,12 +752,15 @@ def _run_annealed_mala(
     positions: Array,
     levels: _Levels,
     mala_steps: Array,
+    guidance: Guidance | None,
     *,
     logdensity_fn: NoiseConditionalLogDensityFn,
     use_predictor: bool,
     num_steps_per_level: int,
 ) -> tuple[Array, Array]:
     num_samples = positions.shape[0]
+    guided_logdensity = guidance_lib.per_sample(logdensity_fn, guidance)
+    labels = jnp.zeros(num_samples, jnp.int32) if guidance is None else guidance.class_labels
 
     def level_step(
         carry: tuple[Array, Array], inputs: tuple[Array, ...]
@@ -651,12 +768,17 @@ def _run_annealed_mala(
         x, _ = carry
         level_key, marginal_beta, step_beta, noise_std, _, mala_step, carry_scale = inputs
         mcmc_key, predictor_key = jax.random.split(level_key)
-        algorithm = mala(lambda y: logdensity_fn(y, marginal_beta), mala_step)
-        states = jax.vmap(algorithm.init)(x)
+
+        def algorithm(label: Array) -> Any:
+            return mala(lambda y: guided_logdensity(y, marginal_beta, label), mala_step)
+
+        states = jax.vmap(lambda y, label: algorithm(label).init(y))(x, labels)
 
         def mcmc_step(states: Any, step_key: PRNGKey) -> tuple[Any, Array]:
             chain_keys = jax.random.split(step_key, num_samples)
-            states, info = jax.vmap(algorithm.step)(chain_keys, states)
+            states, info = jax.vmap(lambda key, state, label: algorithm(label).step(key, state))(
+                chain_keys, states, labels
+            )
             return states, jnp.mean(info.acceptance_rate)
 
         mcmc_keys = jax.random.split(mcmc_key, num_steps_per_level)
@@ -686,25 +808,34 @@ def _carry_scales(levels: _Levels) -> Array:
     return jnp.append(1.0 / jnp.sqrt(1.0 - levels.step_beta[:-1]), 1.0)
 
 
+def log_alphas_cumprod(schedule: NoiseSchedule, steps: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:math:`\\log \\bar\\alpha` at the visited ``steps`` and at the next ones, in float64.
+
+    The next step after the last is 0, :math:`\\bar\\alpha_0 = 1`. Formed by a
+    cumulative sum of :math:`\\log(1 - \\beta)` on the host, so that
+    :math:`\\log \\bar\\alpha_t - \\log \\bar\\alpha_s` keeps its relative
+    precision for adjacent steps and :math:`\\bar\\alpha_T` its own where
+    :math:`1 - \\bar\\alpha_T` rounds to 1 in float32.
+    """
+    betas = np.asarray(schedule.betas, np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(np.log1p(-betas))])
+    return cumulative[steps], cumulative[np.append(steps[1:], 0)]
+
+
 def _levels(schedule: NoiseSchedule, steps: np.ndarray, variance: str, dtype: Any) -> _Levels:
     """The reverse-step quantities of the visited ``steps`` (decreasing, 1-based)."""
-    next_steps = np.append(steps[1:], 0)
-    # log ᾱ_t by a cumulative sum of log(1 - β): log ᾱ_t - log ᾱ_s keeps its relative
-    # precision for adjacent steps, where 1 - ᾱ_t/ᾱ_s from float32 ᾱ would not near ᾱ ≈ 0.
-    log_alphas_cumprod = jnp.concatenate(
-        [jnp.zeros(1, schedule.betas.dtype), jnp.cumsum(jnp.log1p(-schedule.betas))]
-    )
-    step_beta = -jnp.expm1(log_alphas_cumprod[steps] - log_alphas_cumprod[next_steps])
-    marginal_betas = jnp.concatenate([jnp.zeros(1, schedule.betas.dtype), schedule.marginal_betas])
-    marginal_beta = marginal_betas[steps]
-    is_last = jnp.asarray(next_steps == 0)
+    log_alpha_t, log_alpha_s = log_alphas_cumprod(schedule, steps)
+    step_beta = -np.expm1(log_alpha_t - log_alpha_s)
     if variance == "posterior":
-        noise_variance = marginal_betas[next_steps] / marginal_beta * step_beta
+        noise_variance = np.expm1(log_alpha_s) / np.expm1(log_alpha_t) * step_beta
     else:
         noise_variance = step_beta
-    noise_std = jnp.where(is_last, 0.0, jnp.sqrt(noise_variance))
-    levels = _Levels(marginal_beta, step_beta, noise_std, 1.0 - schedule.betas[steps - 1])
-    return _Levels(*(jnp.asarray(value, dtype) for value in levels))
+    noise_std = np.where(steps == steps[-1], 0.0, np.sqrt(noise_variance))
+    # The model sees the schedule's own (stored) levels.
+    marginal_beta = np.asarray(schedule.marginal_betas)[steps - 1]
+    alpha = 1.0 - np.asarray(schedule.betas, np.float64)[steps - 1]
+    values = (marginal_beta, step_beta, noise_std, alpha)
+    return _Levels(*(jnp.asarray(value, dtype) for value in values))
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -751,32 +882,58 @@ def _check_positions(initial_positions: Any, name: str = "initial_positions") ->
 def _check_score_model(
     score_fn: Any, schedule: Any, initial_positions: Any, name: str = "initial_positions"
 ) -> Array:
-    """Validate a noise-conditional score on one position; return the positions."""
+    """Validate an unconditional noise-conditional score; return the positions."""
+    return _check_guided_score_model(score_fn, schedule, initial_positions, name=name)[0]
+
+
+def _check_guided_score_model(
+    score_fn: Any,
+    schedule: Any,
+    initial_positions: Any,
+    class_labels: Any = None,
+    guidance_scale: Any = 1.0,
+    null_label: Any = None,
+    name: str = "initial_positions",
+) -> tuple[Array, Guidance | None]:
+    """Validate a noise-conditional score on one position; return the positions and guidance."""
     _check_hashable(score_fn, "score_fn")
     _check_schedule(schedule)
     positions = _check_positions(initial_positions, name)
+    guidance = guidance_lib.check_guidance(
+        class_labels, guidance_scale, null_label, positions.shape[0], positions.dtype
+    )
     position, beta = positions[0], jnp.asarray(0.5, positions.dtype)
+    arguments = (position, beta) if guidance is None else (position, beta, guidance.class_labels[0])
+    call = "score_fn(x, beta)" if guidance is None else "score_fn(x, beta, label)"
     try:
-        out = jax.eval_shape(score_fn, position, beta)
+        out = jax.eval_shape(score_fn, *arguments)
     except Exception as exc:  # re-raised with the argument named
         raise ValueError(
-            f"score_fn(x, beta) failed on x of shape {position.shape} and a scalar beta: {exc}"
+            f"{call} failed on x of shape {position.shape} and a scalar beta: {exc}"
         ) from exc
     if not hasattr(out, "shape") or out.shape != position.shape:
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(
-            f"score_fn(x, beta) must return an array of x's shape {position.shape} for ONE "
+            f"{call} must return an array of x's shape {position.shape} for ONE "
             f"sample, got shape {shape}"
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"score_fn must return floating-point values, got dtype {out.dtype}")
-    return positions
+    return positions, guidance
 
 
-def _check_conditional_logdensity(logdensity_fn: Any, positions: Array) -> None:
+def _check_conditional_logdensity(
+    logdensity_fn: Any, positions: Array, guidance: Guidance | None = None
+) -> None:
     _check_hashable(logdensity_fn, "logdensity_fn")
     beta = jnp.asarray(0.5, positions.dtype)
-    check_logdensity(lambda x: logdensity_fn(x, beta), positions[0], "logdensity_fn")
+    if guidance is None:
+        check_logdensity(lambda x: logdensity_fn(x, beta), positions[0], "logdensity_fn")
+    else:
+        label = guidance.class_labels[0]
+        check_logdensity(
+            lambda x: logdensity_fn(x, beta, label), positions[0], "logdensity_fn(x, beta, label)"
+        )
 
 
 __all__ = [
@@ -789,6 +946,7 @@ __all__ = [
     "annealed_langevin_sample",
     "annealed_mala_sample",
     "initial_noise",
+    "langevin_step_sizes",
     "predictor_corrector_sample",
     "sampling_steps",
 ]

@@ -4,10 +4,13 @@ The data is 0.8 N((5, 5), I) + 0.2 N((-5, -5), I). Perturbed by eq. (11.5) at
 level beta it is 0.8 N(sqrt(1-beta) (5, 5), I) + 0.2 N(-sqrt(1-beta) (5, 5), I)
 (unit covariances stay unit: (1 - beta) I + beta I), so f(x, beta) = log p_beta(x)
 and its score are exact, and a sampler that reverses the chain correctly must
-return the weights 0.8 / 0.2, which no local sampler of p itself can find.
+return the weights 0.8 / 0.2, which no local sampler of p itself can find, and
+within each mode the mean (+-5, +-5) and unit variances.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -55,19 +58,65 @@ SAMPLERS = {
     "predictor_corrector": lambda key, x: samplers.predictor_corrector_sample(
         key, mixture_score, SCHEDULE, x, num_steps=100, num_corrector_steps=1
     ),
+    "predictor_corrector_reverse_diffusion": lambda key, x: samplers.predictor_corrector_sample(
+        key,
+        mixture_score,
+        SCHEDULE,
+        x,
+        num_steps=100,
+        num_corrector_steps=1,
+        predictor="reverse_diffusion",
+    ),
     "annealed_mala": lambda key, x: samplers.annealed_mala_sample(
         key, mixture_logdensity, SCHEDULE, x, step_size=5e-5, num_steps=50, num_steps_per_level=3
+    ),
+    "annealed_mala_without_predictor": lambda key, x: samplers.annealed_mala_sample(
+        key,
+        mixture_logdensity,
+        SCHEDULE,
+        x,
+        step_size=1e-4,
+        num_steps=50,
+        num_steps_per_level=10,
+        predictor=None,
+    ),
+    "ddim": lambda key, x: ej.diffusion.ddim_sample(key, mixture_score, SCHEDULE, x, 50),
+    "ddim_eta_1": lambda key, x: ej.diffusion.ddim_sample(
+        key, mixture_score, SCHEDULE, x, 200, eta=1.0
+    ),
+    "dpm_solver_2": lambda key, x: ej.diffusion.dpm_solver_sample(mixture_score, SCHEDULE, x, 50),
+    "dpm_solver_3": lambda key, x: ej.diffusion.dpm_solver_sample(
+        mixture_score, SCHEDULE, x, 50, order=3
     ),
 }
 
 
+def assert_within_mode_moments(samples, name):
+    """Each mode's mean is (+-5, +-5) within 4 SE and its variances 1 within 4 SE.
+
+    SE of a mean sqrt(1/n), of a Gaussian's sample variance sqrt(2/n), with n the
+    mode's count: about 0.014 / 0.020 (heavy mode) and 0.028 / 0.039 (light).
+    A predictor off by a factor sqrt(1 - beta) or a missing rescale between levels
+    moves a mode's mean by 0.2-1 (20-70 SE); a corrector step 4 times too long
+    widens the modes by 0.09-0.1.
+    """
+    heavy = samples.sum(axis=-1) > 0
+    for side, in_mode in ((1.0, heavy), (-1.0, ~heavy)):
+        mode = samples[in_mode]
+        count = mode.shape[0]
+        mean_error = np.abs(mode.mean(axis=0) - side * 5.0)
+        variance_error = np.abs(mode.var(axis=0, ddof=1) - 1.0)
+        assert np.all(mean_error < 4.0 / np.sqrt(count)), (name, side, mode.mean(axis=0))
+        assert np.all(variance_error < 4.0 * np.sqrt(2.0 / count)), (name, side, mode.var(axis=0))
+
+
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_samplers_recover_mixture_weights(name, initial_positions):
+def test_samplers_recover_mixture_weights_and_modes(name, initial_positions):
     result = SAMPLERS[name](jax.random.key(1), initial_positions)
     samples = np.asarray(result.samples, dtype=np.float64)
     assert samples.shape == (NUM_SAMPLES, 2)
     assert abs(heavy_mode_fraction(samples) - 0.8) < WEIGHT_TOLERANCE
-    assert_mean_within_mcse(samples, np.full(2, 0.8 * 5.0 - 0.2 * 5.0), what=f"{name} mean")
+    assert_within_mode_moments(samples, name)
     if name == "annealed_mala":
         rates = np.asarray(result.acceptance_rate)
         assert rates.shape == (50,)
@@ -275,3 +324,84 @@ def test_every_sampler_names_a_bad_key_before_tracing(rng_key, error, match):
     for call in calls:
         with pytest.raises(error, match=match):
             call()
+
+
+def test_corrector_step_follows_the_signal_to_noise_rule():
+    """tau = 2 alpha (r mean|z| / mean|g|)^2, read off one corrector step on N(0, I) data.
+
+    With the one-step schedule beta = 0.3 and the exact score -x, the corrector
+    gives x + tau (-x) + sqrt(2 tau) z and the noise-free last predictor step
+    multiplies by sqrt(0.7), so the output regressed on x has slope
+    sqrt(0.7) (1 - tau). A corrector step off by a factor 4 moves tau from 0.036
+    to 0.14, 50 regression SEs away.
+    """
+    noise_schedule = schedule.from_betas(np.array([0.3]))
+    dimension, snr, alpha = 8, 0.16, 0.7
+    x = samplers.initial_noise(jax.random.key(4), 20000, (dimension,))
+    result = samplers.predictor_corrector_sample(
+        jax.random.key(5), lambda y, beta: -y, noise_schedule, x, num_corrector_steps=1, snr=snr
+    )
+    x, out = np.asarray(x, np.float64), np.asarray(result.samples, np.float64) / np.sqrt(alpha)
+    slope = np.sum(out * x) / np.sum(x * x)
+    slope_se = np.std(out - slope * x) / np.sqrt(np.sum(x * x))
+    noise_norm = np.sqrt(2.0) * np.exp(  # E|z| for z ~ N(0, I_d)
+        math.lgamma((dimension + 1) / 2) - math.lgamma(dimension / 2)
+    )
+    score_norm = np.mean(np.linalg.norm(x, axis=1))
+    expected_step = 2.0 * alpha * (snr * noise_norm / score_norm) ** 2
+    # E|z| stands for the batch mean of |z| (relative SD 0.4 % here, 0.8 % of tau).
+    tolerance = 4.0 * slope_se + 0.02 * expected_step
+    assert abs((1.0 - slope) - expected_step) < tolerance, (1.0 - slope, expected_step)
+    np.testing.assert_allclose(np.var(out - slope * x), 2.0 * expected_step, rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("predictor", "factor"),
+    [("ancestral", np.sqrt(0.7)), ("reverse_diffusion", 2.0 - np.sqrt(0.7) - 0.3)],
+)
+def test_one_predictor_step_on_standard_normal_data(predictor, factor):
+    """x_0 = (x + 0.3 S) / sqrt(0.7) (ancestral) or (2 - sqrt(0.7)) x + 0.3 S (Euler-Maruyama).
+
+    One level beta = 0.3, the exact score S = -x, no noise on the last step.
+    """
+    x = samplers.initial_noise(jax.random.key(6), 16, (3,))
+    result = samplers.predictor_corrector_sample(
+        jax.random.key(7),
+        lambda y, beta: -y,
+        schedule.from_betas(np.array([0.3])),
+        x,
+        num_corrector_steps=0,
+        predictor=predictor,
+    )
+    np.testing.assert_allclose(result.samples, factor * np.asarray(x), rtol=1e-6)
+
+
+def test_annealed_langevin_steps_are_capped_where_they_would_diverge():
+    """step_size 1e-4 > 2 beta_bar_1 = 8e-5 on the cosine schedule overflowed to NaN.
+
+    Capped, tau_i = beta_bar_i at every level, which is exactly the run with
+    step_size = beta_bar_1; the modes come out where they are (the unadjusted
+    chain's bias pulls the weights towards equal ones, documented).
+    """
+    noise_schedule = schedule.cosine_schedule(1000)
+    smallest = float(noise_schedule.marginal_betas[0])
+    x = samplers.initial_noise(jax.random.key(0), 2000, (2,))
+    run = lambda step_size: (
+        samplers.annealed_langevin_sample(
+            jax.random.key(1),
+            mixture_score,
+            noise_schedule,
+            x,
+            step_size=step_size,
+            num_steps=20,
+            num_steps_per_level=40,
+        ).samples
+    )
+    capped = np.asarray(run(1e-4))
+    np.testing.assert_array_equal(capped, np.asarray(run(1.0)))
+    np.testing.assert_allclose(capped, run(smallest), rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(capped))
+    heavy = capped.sum(axis=1) > 0
+    assert 0.65 < heavy.mean() < 0.85
+    np.testing.assert_allclose(capped[heavy].mean(axis=0), [5.0, 5.0], atol=0.1)
+    np.testing.assert_allclose(capped[~heavy].mean(axis=0), [-5.0, -5.0], atol=0.2)
