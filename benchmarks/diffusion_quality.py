@@ -36,6 +36,10 @@ Samplers (score network unless marked), each on a strided sub-sequence of the
   NFE = levels · K + 1;
 - ``pf_ode``: the probability-flow ODE (Song et al. 2021), Heun's method on a
   log-SNR grid; NFE = 2 × steps; deterministic;
+- ``ddim``: DDIM with :math:`\\eta = 0` (Song, Meng & Ermon 2021) on the
+  levels strided evenly in :math:`t`; NFE = steps; deterministic;
+- ``dpm_solver``: DPM-Solver++(2M) (Lu et al. 2022b) on levels evenly spaced
+  in log-SNR; NFE = steps; deterministic;
 - ``ancestral_energy``: ancestral sampling with the energy network's score
   :math:`\\nabla_x f_w` (each evaluation a gradient): ``annealed_mala``
   without its MCMC, to tell the network's share from the sampler's;
@@ -126,7 +130,7 @@ import optax
 from _common import RESULTS_DIR, environment, write_json
 
 import ebm_jax as ej
-from ebm_jax.diffusion import ode, samplers
+from ebm_jax.diffusion import ode, samplers, solvers
 from ebm_jax.diffusion.schedule import NoiseSchedule, linear_schedule
 from ebm_jax.models.classifier import TrainedClassifier, train_digit_classifier
 from ebm_jax.models.noise_conditional import NoiseConditionalEnergy, NoiseConditionalScore
@@ -155,10 +159,12 @@ class SamplerSpec(NamedTuple):
 
 # steps_per_level is 0 for the samplers that have none.
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ancestral": SamplerSpec("score", ((10, 0), (50, 0), (200, 0), (1000, 0))),
+    "ancestral": SamplerSpec("score", ((10, 0), (50, 0), (250, 0), (1000, 0))),
     "pc": SamplerSpec("score", ((10, 0), (50, 0), (200, 0), (500, 0))),
     "annealed_langevin": SamplerSpec("score", ((10, 5), (20, 10), (50, 10), (100, 10))),
     "pf_ode": SamplerSpec("score", ((10, 0), (25, 0), (50, 0), (100, 0))),
+    "ddim": SamplerSpec("score", ((10, 0), (20, 0), (50, 0), (100, 0))),
+    "dpm_solver": SamplerSpec("score", ((10, 0), (20, 0), (50, 0))),
     "ancestral_energy": SamplerSpec("energy", ((10, 0), (50, 0), (200, 0))),
     "annealed_mala": SamplerSpec("energy", ((10, 5), (50, 5), (200, 5))),
 }
@@ -268,6 +274,14 @@ def run_sampler(
             step_size=LANGEVIN_STEP_SIZE,
             num_steps=num_steps,
             num_steps_per_level=steps_per_level,
+        )
+    elif name == "ddim":
+        result = solvers.ddim_sample(
+            rng_key, networks.score_fn, schedule, initial_positions, num_steps
+        )
+    elif name == "dpm_solver":
+        result = solvers.dpm_solver_sample(
+            networks.score_fn, schedule, initial_positions, num_steps, order=2
         )
     elif name == "pf_ode":
         flow = ode.probability_flow_sample(

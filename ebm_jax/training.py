@@ -11,14 +11,14 @@ checkpoint continues exactly where it stopped.
 
 **Data parallel** when there are several devices (every process's, under
 :func:`jax.distributed.initialize`, each process making the same call): the
-batch is split over them along its leading axis and the parameters and optimizer state are
-replicated (:mod:`jax.sharding`; XLA inserts the gradient all-reduce), with
-no change to the call. Loss-state leaves with a leading axis the device
-count divides (persistent chains, a replay buffer) are split along it too;
-the rest are replicated. Each example's randomness does not depend on the
-device it lands on, so the result equals the one-device result up to the
-order of floating-point reductions. A ``batch_size`` the device count does
-not divide runs on one device.
+batch is split over them along its leading axis and the parameters, their
+moving average and the optimizer state are replicated (:mod:`jax.sharding`;
+XLA inserts the gradient all-reduce), with no change to the call. Loss-state
+leaves with a leading axis the device count divides (persistent chains, a
+replay buffer) are split along it too; the rest are replicated. Each example's
+randomness does not depend on the device it lands on, so the result equals the
+one-device result up to the order of floating-point reductions. A
+``batch_size`` the device count does not divide runs on one device.
 
 Checkpoints are msgpack (:func:`flax.serialization.to_bytes`), never pickle,
 written atomically (a temporary file, then :func:`os.replace`), so a crash
@@ -70,12 +70,15 @@ class TrainState(NamedTuple):
       opt_state: the optax optimizer state.
       loss_state: the state of a stateful loss (e.g. persistent sampler
         chains), or ``None``.
+      ema_params: the exponential moving average of the parameters (see
+        :func:`fit`'s ``ema_decay``), or ``None`` when none is kept.
     """
 
     step: Array
     params: ArrayTree
     opt_state: optax.OptState
     loss_state: ArrayTree
+    ema_params: ArrayTree = None
 
 
 class FitResult(NamedTuple):
@@ -88,6 +91,8 @@ class FitResult(NamedTuple):
       losses: ``(num_steps,)`` the loss at every step, before its update
         (resumed runs include the steps done before the checkpoint).
       state: the final :class:`TrainState`, to continue from.
+      ema_params: the exponential moving average of the parameters
+        (``None`` unless :func:`fit` was given ``ema_decay``).
     """
 
     params: ArrayTree
@@ -95,6 +100,7 @@ class FitResult(NamedTuple):
     loss_state: ArrayTree
     losses: Array
     state: TrainState
+    ema_params: ArrayTree = None
 
 
 class Checkpoint(NamedTuple):
@@ -122,9 +128,9 @@ class NonFiniteLossError(FloatingPointError):
 
     Attributes:
       step: the 0-based index of the first step whose loss, or whose updated
-        parameters, optimizer state or loss state, is not finite (a
-        non-finite gradient makes the parameters non-finite unless the
-        optimizer drops it, e.g. :func:`optax.apply_if_finite`).
+        parameters, optimizer state, loss state or parameter average, is not
+        finite (a non-finite gradient makes the parameters non-finite unless
+        the optimizer drops it, e.g. :func:`optax.apply_if_finite`).
       last_good_state: the :class:`TrainState` before that step.
       losses: the loss history of the steps before it.
     """
@@ -202,6 +208,22 @@ def _index_shuffle(rng_key: PRNGKey, index: Array, num_examples: int) -> Array:
 _all_finite_jit = jax.jit(_all_finite)
 
 
+def _ema_update(ema_params: ArrayTree, params: ArrayTree, ema_decay: Array) -> ArrayTree:
+    """``ema_decay * ema_params + (1 - ema_decay) * params``, leaf by leaf.
+
+    Computed in at least float32 (a decay such as 0.9999 rounds to 1 in
+    bfloat16) and stored in the parameters' dtype.
+    """
+
+    def update(average: Array, new: Array) -> Array:
+        dtype = jnp.promote_types(average.dtype, jnp.float32)
+        decay = ema_decay.astype(dtype)
+        mixed = decay * average.astype(dtype) + (1 - decay) * new.astype(dtype)
+        return mixed.astype(average.dtype)
+
+    return jax.tree.map(update, ema_params, params)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -219,6 +241,7 @@ def _run_chunk(
     state: TrainState,
     rng_key: PRNGKey,
     dataset: ArrayTree | None,
+    ema_decay: Array | None,
     *,
     loss_fn: LossFn,
     optimizer_update: FunctionKey,
@@ -230,6 +253,9 @@ def _run_chunk(
     checked: bool,
 ) -> tuple[TrainState, Array, Array]:
     """``num_chunk_steps`` optimizer steps from ``state.step``.
+
+    With ``ema_decay`` (a traced scalar, so a new decay does not compile
+    again), each step also updates ``state.ema_params``.
 
     Returns the state, the per-step losses and a step index. Unchecked (the
     fast path), the steps run unguarded and the index is the first step whose
@@ -281,8 +307,13 @@ def _run_chunk(
             loss_state = state.loss_state
         updates, opt_state = optimizer_update.function(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema_params = None
+        if ema_decay is not None:
+            ema_params = _constrain(
+                _ema_update(state.ema_params, params, ema_decay), mesh, split=False
+            )
         updated = TrainState(
-            state.step + 1, params, opt_state, _constrain_loss_state(loss_state, mesh)
+            state.step + 1, params, opt_state, _constrain_loss_state(loss_state, mesh), ema_params
         )
         if checked:
             finite = jnp.isfinite(loss) & _all_finite(updated)
@@ -336,7 +367,7 @@ def _constrain_loss_state(loss_state: Any, mesh: Mesh | None) -> Any:
 
 
 def _place(state: TrainState, mesh: Mesh | None) -> TrainState:
-    """On the host: replicate params and optimizer state, split the loss state's chains."""
+    """On the host: replicate params, their average and the optimizer state; split the chains."""
     if mesh is None:
         return state
 
@@ -424,15 +455,34 @@ def save_checkpoint(
             raise ValueError(f"metadata may not set the reserved header entry {name!r}")
         header[name] = _plain(value)
     history = np.zeros((0,), np.float32) if losses is None else np.asarray(losses)
-    payload = {
-        "header": header,
-        "state": serialization.to_state_dict(host_state),
-        "losses": history,
-    }
+    payload = {"header": header, "state": _state_dict(host_state), "losses": history}
     if jax.process_index() == 0:
         _atomic_write(path, serialization.msgpack_serialize(payload))
     if jax.process_count() > 1:  # nobody reads it before it is complete
         multihost_utils.sync_global_devices(f"ebm_jax.training.save_checkpoint {path!s}")
+
+
+def _state_dict(state: Any) -> Any:
+    """The state as a msgpack-ready dict; a :class:`TrainState` without an average omits it."""
+    state_dict = serialization.to_state_dict(state)
+    if isinstance(state, TrainState) and state.ema_params is None:
+        # The file then reads as one written before TrainState had ema_params.
+        del state_dict["ema_params"]
+    return state_dict
+
+
+def _restore_ema_entry(path: str | os.PathLike[str], template: Any, state_dict: Any) -> Any:
+    """A saved :class:`TrainState` dict with an ``ema_params`` entry that matches ``template``'s."""
+    if not isinstance(template, TrainState) or not isinstance(state_dict, dict):
+        return state_dict
+    saved_ema = state_dict.get("ema_params")
+    if (saved_ema is None) != (template.ema_params is None):
+        found, expected = ("an", "none") if saved_ema is not None else ("no", "one")
+        raise ValueError(
+            f"checkpoint_path {path!s} holds {found} average of the parameters (ema_params) "
+            f"but the template has {expected}"
+        )
+    return {**state_dict, "ema_params": saved_ema}
 
 
 def _to_host(state: Any) -> Any:
@@ -492,8 +542,9 @@ def load_checkpoint(
                 f"checkpoint_path {path!s} was written with {name}={found!r}, but this run "
                 f"has {name}={_plain(expected)!r}; use a new checkpoint_path or resume=False"
             )
+    saved_state = _restore_ema_entry(path, template, payload["state"])
     try:
-        state = serialization.from_state_dict(template, payload["state"])
+        state = serialization.from_state_dict(template, saved_state)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"checkpoint_path {path!s} does not match the template's structure: {exc}"
@@ -519,6 +570,20 @@ def _check_optimizer(optimizer: Any) -> None:
             "optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), "
             f"got {type(optimizer).__name__}"
         )
+
+
+def _check_ema_decay(ema_decay: Any) -> float | None:
+    """``None``, or a real number in ``[0, 1)`` as a Python float."""
+    if ema_decay is None:
+        return None
+    if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float, np.number)):
+        raise TypeError(
+            f"ema_decay must be a float in [0, 1) or None, got {type(ema_decay).__name__}"
+        )
+    value = float(ema_decay)
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise ValueError(f"ema_decay must be a float in [0, 1) or None, got {ema_decay!r}")
+    return value
 
 
 def _check_params(params: Any) -> None:
@@ -641,6 +706,7 @@ def fit(
     batch_size: int,
     chunk_size: int = 100,
     loss_state: ArrayTree = None,
+    ema_decay: float | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     resume: bool = True,
     progress: bool | None = None,
@@ -671,6 +737,30 @@ def fit(
     Results therefore depend on ``rng_key`` only, not on ``chunk_size`` nor
     on where a run was interrupted and resumed.
 
+    Parameter average. With ``ema_decay`` :math:`= \\lambda`, an exponential
+    moving average of the parameters is kept beside them, started at the
+    initial parameters and updated after every optimizer step:
+
+    .. math::
+
+       \\bar\\theta_0 = \\theta_0, \\qquad
+       \\bar\\theta_{t+1} = \\lambda \\bar\\theta_t + (1 - \\lambda)\\, \\theta_{t+1},
+       \\quad\\text{so}\\quad
+       \\bar\\theta_t = \\lambda^t \\theta_0
+       + (1 - \\lambda) \\sum_{s=1}^{t} \\lambda^{t-s} \\theta_s,
+
+    a weighted mean of the iterates over the last :math:`\\sim 1/(1 - \\lambda)`
+    steps (Polyak averaging with exponential forgetting). It trains nothing:
+    ``params`` and the losses are those of the same run without it. There is
+    no bias correction: :math:`\\theta_0` keeps the weight
+    :math:`\\lambda^t \\approx e^{-t(1 - \\lambda)}`, below 0.001 after
+    :math:`6.9/(1 - \\lambda)` steps, so run many times :math:`1/(1 - \\lambda)`
+    steps. Diffusion models are sampled with it (Ho et al. 2020:
+    :math:`\\lambda = 0.9999`; Song & Ermon 2020: 0.999). The average lives in
+    :class:`TrainState`, so checkpoints carry it and a resumed run continues
+    it bit for bit; it has the parameters' dtype (updated in at least
+    float32) and costs one fused multiply-add per parameter and step.
+
     Compilation. Numbers that are arrays (``params``, the optimizer state,
     ``loss_state``, the dataset, ``rng_key``) are data: new values never
     recompile. The chunk function compiles again only for
@@ -690,8 +780,9 @@ def fit(
       program: a new schedule object compiles again;
     - new shapes, dtypes or pytree structures of ``params``, the optimizer
       state, ``loss_state`` or the data (including the number of examples),
-      a new ``batch_size``, or switching between a stateful and a stateless
-      loss;
+      a new ``batch_size``, switching between a stateful and a stateless
+      loss, or turning the parameter average on or off (a new ``ema_decay``
+      does not compile again);
     - a new chunk length: every chunk has ``chunk_size`` steps except a
       shorter last one (``num_steps`` not a multiple of ``chunk_size``),
       which compiles once more; a multiple avoids it.
@@ -703,10 +794,10 @@ def fit(
     whether a loss, or its final state, is NaN/inf. If so, the chunk is run
     again from its start with every step checked (same keys and batches, so
     the same steps), and the state stops updating at the first step whose
-    loss or updated state (parameters, optimizer state, loss state) is not
-    finite; a :class:`NonFiniteLossError` is then raised naming the step and
-    carrying the last good state, and no checkpoint is written for that
-    chunk, so the previous one stays on disk. A chunk that runs clean costs
+    loss or updated state (parameters, optimizer state, loss state, parameter
+    average) is not finite; a :class:`NonFiniteLossError` is then raised
+    naming the step and carrying the last good state, and no checkpoint is
+    written for that chunk, so the previous one stays on disk. A chunk that runs clean costs
     no per-step check.
 
     Args:
@@ -729,11 +820,16 @@ def fit(
         happen between chunks. Does not change the result.
       loss_state: the initial loss state; ``None`` for a stateless loss
         (pass ``()`` for a stateful loss with nothing to carry).
+      ema_decay: the decay :math:`\\lambda \\in [0, 1)` of the moving average
+        of the parameters, returned as ``FitResult.ema_params`` (e.g. 0.999);
+        ``None`` (default) keeps none.
       checkpoint_path: if given, the run is checkpointed there after every
         chunk (see :func:`save_checkpoint`; with several processes, process 0
         writes the whole state, a loss state split over them included).
       resume: if ``checkpoint_path`` exists, continue from it (its
-        ``batch_size``, dataset size and ``rng_key`` must match); otherwise
+        ``batch_size``, dataset size, ``rng_key`` and ``ema_decay`` must
+        match: a checkpoint written without a parameter average does not
+        resume into a run with ``ema_decay`` set, nor the reverse); otherwise
         start afresh and overwrite it. The optimizer state is restored too, so
         hyperparameters injected with :func:`optax.inject_hyperparams` come
         from the checkpoint, not from ``optimizer``.
@@ -749,7 +845,10 @@ def fit(
       NonFiniteLossError: the loss or the training state became NaN/inf.
       ValueError: before any compilation, if ``loss_fn`` fails or returns a
         non-scalar on one batch, e.g. a :mod:`ebm_jax.losses` loss whose model
-        was initialised on a whole batch (the loss says so and how to fix it).
+        was initialised on a whole batch (the loss says so and how to fix it);
+        if ``ema_decay`` is not in ``[0, 1)``; or if the checkpoint at
+        ``checkpoint_path`` was written by a different run (``batch_size``,
+        dataset size, ``rng_key`` or ``ema_decay``).
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax
@@ -763,12 +862,27 @@ def fit(
       >>> result.params["mean"].round(2), result.losses.shape
       (Array([3., 2.], dtype=float32), (60,))
 
+      With a parameter average: SGD at rate 1 on :math:`-w` gives
+      :math:`w_t = t`, so :math:`\\bar w_3 = (1 - \\lambda)(\\lambda^2 + 2\\lambda + 3)`:
+
+      >>> result = training.fit(
+      ...     jax.random.key(0), lambda params, rng_key, batch: -params["w"],
+      ...     {"w": jnp.zeros(())}, optax.sgd(1.0), data, num_steps=3, batch_size=1,
+      ...     ema_decay=0.5)
+      >>> result.params["w"], result.ema_params["w"]
+      (Array(3., dtype=float32), Array(2.125, dtype=float32))
+
     References:
       Robbins & Monro (1951), *A stochastic approximation method*; Kingma & Ba
       (2015), *Adam: a method for stochastic optimization*, arXiv:1412.6980;
       Black & Rogaway (2002), *Ciphers with arbitrary finite domains*, CT-RSA
       (cycle-walking); Luby & Rackoff (1988), *How to construct pseudorandom
       permutations from pseudorandom functions*, SIAM J. Comput. 17(2).
+      Polyak & Juditsky (1992), *Acceleration of stochastic approximation by
+      averaging*, SIAM J. Control Optim. 30(4); Ho, Jain & Abbeel (2020),
+      *Denoising diffusion probabilistic models*, NeurIPS, arXiv:2006.11239;
+      Song & Ermon (2020), *Improved techniques for training score-based
+      generative models*, NeurIPS, arXiv:2006.09011.
     """
     check_key(rng_key)
     check_callable(loss_fn, "loss_fn")
@@ -776,6 +890,7 @@ def fit(
     num_steps = check_int(num_steps, "num_steps", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     chunk_size = check_int(chunk_size, "chunk_size", 1)
+    ema_decay = _check_ema_decay(ema_decay)
     if log_fn is not None:
         check_callable(log_fn, "log_fn")
     _check_params(params)
@@ -788,11 +903,18 @@ def fit(
     loss_dtype = _check_loss(loss_fn, params, rng_key, batch, loss_state)
 
     stateful = loss_state is not None
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), loss_state)
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        loss_state,
+        None if ema_decay is None else params,
+    )
     metadata = {
         "batch_size": batch_size,
         "num_examples": num_examples,
         "rng_key": np.asarray(jax.random.key_data(rng_key)).ravel(),
+        "ema_decay": ema_decay,
     }
     history = [np.zeros((0,), loss_dtype)]
     if checkpoint_path is not None and resume and os.path.exists(checkpoint_path):
@@ -814,6 +936,10 @@ def fit(
     state = _place(state, mesh)
     if mesh is not None and dataset is not None:
         dataset = jax.device_put(dataset, _sharding(mesh, split=False))
+    # An array, so that the decay is data of the compiled chunk, not a constant.
+    decay = None if ema_decay is None else jnp.asarray(ema_decay, jnp.result_type(float))
+    if mesh is not None and decay is not None:
+        decay = jax.device_put(decay, _sharding(mesh, split=False))
     bar = progress_bar(progress, num_steps, desc="fit", initial=done)
     run = functools.partial(
         _run_chunk,
@@ -828,13 +954,13 @@ def fit(
         while done < num_steps:
             length = min(chunk_size, num_steps - done)
             new_state, chunk_losses, bad_step = run(
-                state, rng_key, dataset, num_chunk_steps=length, checked=False
+                state, rng_key, dataset, decay, num_chunk_steps=length, checked=False
             )
             if int(bad_step) >= 0:
                 # Replay the chunk from its start, guarded: same keys, same batches, so
                 # the same steps up to the first bad one, where the state freezes.
                 new_state, chunk_losses, bad_step = run(
-                    state, rng_key, dataset, num_chunk_steps=length, checked=True
+                    state, rng_key, dataset, decay, num_chunk_steps=length, checked=True
                 )
             chunk_losses = np.asarray(chunk_losses)
             bad = int(bad_step)
@@ -857,7 +983,9 @@ def fit(
             bar.close()
 
     losses = jnp.asarray(np.concatenate(history))
-    return FitResult(state.params, state.opt_state, state.loss_state, losses, state)
+    return FitResult(
+        state.params, state.opt_state, state.loss_state, losses, state, state.ema_params
+    )
 
 
 __all__ = [

@@ -45,6 +45,13 @@ all but ignores small noise levels; :func:`denoising_loss` offers the usual
 re-weightings :math:`w(\\beta)`, which change the balance between levels but not
 the minimiser at any level.
 
+Class-conditional models :math:`S_w(x', \\beta, c)` learn the conditional scores
+:math:`\\nabla \\log p_\\beta(x' \\mid c)` by the same objective on labelled pairs
+:math:`(x, c)`; replacing each label by a null label :math:`\\varnothing` with
+probability :math:`p` (label dropout) trains the unconditional score
+:math:`S_w(x', \\beta, \\varnothing) \\approx \\nabla \\log p_\\beta(x')` in the same
+network, which classifier-free guidance combines with the conditional one.
+
 References:
   Vincent (2011), *A connection between score matching and denoising
   autoencoders*, Neural Computation 23(7).
@@ -52,6 +59,7 @@ References:
   data distribution*, NeurIPS, arXiv:1907.05600.
   Ho, Jain & Abbeel (2020), *Denoising diffusion probabilistic models*,
   NeurIPS, arXiv:2006.11239.
+  Ho & Salimans (2022), *Classifier-free diffusion guidance*, arXiv:2207.12598.
 """
 
 from __future__ import annotations
@@ -63,13 +71,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ebm_jax._validation import check_callable, check_key, check_one_sample_output, is_concrete
+from ebm_jax._validation import (
+    check_callable,
+    check_int,
+    check_key,
+    check_one_sample_output,
+    is_concrete,
+)
 from ebm_jax.diffusion.schedule import NoiseSchedule, linear_schedule
 from ebm_jax.losses.score_matching import LossFn, as_batch, check_score_fn
 from ebm_jax.types import Array, ArrayLike, ArrayTree, PRNGKey
 
 NoiseConditionalFn = Callable[[ArrayTree, Array, Array], Array]
 """``(params, x, beta) -> S_w(x, β)`` (the shape of ``x``) or ``-> f_w(x, β)`` (a scalar)."""
+
+ClassConditionalFn = Callable[[ArrayTree, Array, Array, Array], Array]
+"""``(params, x, beta, label) -> S_w(x, β, c)`` or ``-> f_w(x, β, c)``, ``label`` an int scalar."""
 
 BetaSampler = Callable[[PRNGKey], Array]
 """``beta_sampler(rng_key) -> beta``: one noise level in (0, 1), a scalar."""
@@ -106,9 +123,9 @@ def _residual_scale(weighting: str | Callable[[Array], Array]) -> Callable[[Arra
 
 
 def _noise_conditional_score(
-    logdensity_fn: NoiseConditionalFn | None, score_fn: NoiseConditionalFn | None
-) -> NoiseConditionalFn:
-    """The model's score ``(params, x, beta) -> S_w(x, beta)``, whichever form was given."""
+    logdensity_fn: Callable[..., Array] | None, score_fn: Callable[..., Array] | None
+) -> Callable[..., Array]:
+    """The model's score ``(params, x, beta[, label]) -> S_w``, whichever form was given."""
     if (logdensity_fn is None) == (score_fn is None):
         raise TypeError(
             "give exactly one of logdensity_fn (an energy network f_w(x, beta)) or "
@@ -153,13 +170,79 @@ def _check_schedule(schedule: Any) -> Array:
     return marginal_betas
 
 
+def _check_label_dropout(label_dropout: Any, null_label: Any) -> None:
+    """``label_dropout`` a probability in [0, 1]; ``null_label`` an int >= 0, required if p > 0."""
+    if null_label is not None:
+        check_int(null_label, "null_label", 0)
+    if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float, np.floating)):
+        raise TypeError(
+            f"label_dropout must be a float in [0, 1], got {type(label_dropout).__name__}"
+        )
+    if not 0.0 <= float(label_dropout) <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_dropout must lie in [0, 1], got {label_dropout}")
+    if label_dropout > 0 and null_label is None:
+        raise ValueError(
+            f"label_dropout={label_dropout} replaces labels by the null label, so null_label "
+            "must be given: a class-conditional model's num_classes "
+            "(ebm_jax.models.null_label(model))"
+        )
+
+
+def _is_labelled_pair(batch: Any) -> bool:
+    """Whether ``batch`` looks like ``(x, labels)`` rather than a list of equal samples."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        return False
+    if any(np.ndim(part) < 1 for part in batch):
+        return False
+    if np.shape(batch[0]) != np.shape(batch[1]):
+        return True
+    dtypes = [part.dtype if hasattr(part, "dtype") else np.asarray(part).dtype for part in batch]
+    return not jnp.issubdtype(dtypes[0], jnp.integer) and jnp.issubdtype(dtypes[1], jnp.integer)
+
+
+def _split_batch(batch: Any, null_label: int | None) -> tuple[Array, Array | None]:
+    """``(x, labels)`` of a class-conditional loss, or ``(x, None)`` of an unconditional one."""
+    if null_label is None:
+        if _is_labelled_pair(batch):
+            raise TypeError(
+                "batch looks like a pair (x, labels), but null_label is None, so the loss is "
+                "unconditional and takes the samples x alone; for a class-conditional model "
+                "give null_label (its num_classes, ebm_jax.models.null_label(model))"
+            )
+        return as_batch(batch), None
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(
+            "with null_label given the model is class-conditional, and batch must be a pair "
+            "(x, labels), x of shape (batch_size, *event_shape) and labels integers of shape "
+            f"(batch_size,); got {type(batch).__name__}"
+        )
+    x, labels = as_batch(batch[0]), jnp.asarray(batch[1])
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"batch labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != x.shape[:1]:
+        raise ValueError(
+            f"batch labels must have shape (batch_size,) = {x.shape[:1]}, one per sample of x, "
+            f"got shape {labels.shape}"
+        )
+    if is_concrete(labels):
+        values = np.asarray(labels)
+        if np.any(values < 0) or np.any(values > null_label):
+            raise ValueError(
+                f"batch labels must lie in {{0, ..., null_label={null_label}}}, got values from "
+                f"{values.min()} to {values.max()}"
+            )
+    return x, labels
+
+
 def denoising_loss(
-    score_fn: NoiseConditionalFn | None = None,
+    score_fn: NoiseConditionalFn | ClassConditionalFn | None = None,
     *,
-    logdensity_fn: NoiseConditionalFn | None = None,
+    logdensity_fn: NoiseConditionalFn | ClassConditionalFn | None = None,
     schedule: NoiseSchedule | None = None,
     beta_sampler: BetaSampler | None = None,
     weighting: str | Callable[[Array], Array] = "epsilon",
+    label_dropout: float = 0.0,
+    null_label: int | None = None,
 ) -> LossFn:
     """The denoising objective (11.16) of a noise-conditional model, over random noise levels.
 
@@ -199,6 +282,42 @@ def denoising_loss(
       grows like :math:`1/\\beta` at small levels.
     - a callable ``w(beta) -> scalar``, applied per sample.
 
+    Class-conditional models and label dropout (classifier-free guidance).
+    With ``null_label`` given, the batch is labelled pairs :math:`(x_b, c_b)`,
+    the model is :math:`S_w(x', \\beta, c)`, and each label is replaced by the
+    null label :math:`\\varnothing` independently with probability :math:`p =`
+    ``label_dropout``:
+
+    .. math::
+
+       L(w) = \\frac{1}{B} \\sum_{b=1}^{B} w(\\beta_b)\\, \\beta_b\\,
+       \\big\\|\\varepsilon_b + \\sqrt{\\beta_b}\\, S_w(x_b', \\beta_b, \\tilde c_b)\\big\\|^2,
+       \\qquad \\tilde c_b = \\begin{cases} \\varnothing & \\text{with probability } p, \\\\
+       c_b & \\text{otherwise.} \\end{cases}
+
+    The dropping is independent of :math:`(x, c)`, so the dropped samples are
+    draws of the marginal :math:`p(x) = \\sum_c \\pi_c\\, p(x \\mid c)`, and the
+    expected loss is :math:`(1 - p)\\, \\mathbb{E}_c L_c + p\\, L_\\varnothing`,
+    where :math:`L_c` is the loss above on :math:`p(x \\mid c)` with the model
+    :math:`S_w(\\cdot, \\cdot, c)` and :math:`L_\\varnothing` the loss on
+    :math:`p(x)` with :math:`S_w(\\cdot, \\cdot, \\varnothing)`. Each term
+    involves its own label input, so (for a flexible enough network) both are
+    minimised at once, by
+
+    .. math::
+
+       S^*(x', \\beta, c) = \\nabla_{x'} \\log p_\\beta(x' \\mid c), \\qquad
+       S^*(x', \\beta, \\varnothing) = \\nabla_{x'} \\log p_\\beta(x'):
+
+    one network learns the conditional and the unconditional model. Guidance
+    at sampling time combines them as :math:`\\tilde S = S(x', \\beta, \\varnothing)
+    + \\gamma\\, (S(x', \\beta, c) - S(x', \\beta, \\varnothing))`, the score of
+    :math:`p_\\beta(x')\\, p_\\beta(c \\mid x')^\\gamma` up to normalisation
+    (:math:`\\gamma` is the guidance scale of :mod:`ebm_jax.diffusion.guidance`:
+    1 gives the conditional model, 0 the unconditional one; Ho & Salimans
+    write it :math:`1 + w`). Labels already equal to ``null_label`` in the data
+    (unlabelled examples) train the unconditional model only.
+
     Args:
       score_fn: a noise-conditional score network ``(params, x, beta) -> S_w``
         of the shape of ``x``, for ONE sample ``x`` and a scalar ``beta``.
@@ -216,12 +335,30 @@ def denoising_loss(
         checked inside ``jit``).
       weighting: ``"lecture"``, ``"epsilon"`` (default), ``"score"``, or a
         callable ``w(beta)``.
+      label_dropout: the probability :math:`p \\in [0, 1]` that a sample's label
+        is replaced by ``null_label`` (default 0: never); needs ``null_label``.
+        Ho & Salimans use 0.1–0.2.
+      null_label: ``None`` (default) for an unconditional model; or the null
+        label of a class-conditional one, ``num_classes`` for the models of
+        :mod:`ebm_jax.models.noise_conditional`
+        (:func:`~ebm_jax.models.null_label`). The model is then called
+        ``score_fn(params, x, beta, label)`` (or ``logdensity_fn(params, x,
+        beta, label)``) with an integer scalar ``label``, and the batch is a
+        pair ``(x, labels)``.
 
     Returns:
-      ``loss_fn(params, rng_key, batch) -> scalar``, ``batch`` of shape
-      ``(batch_size, *event_shape)``. ``rng_key`` is split into ``(level_key,
-      noise_key)``: the levels are drawn from ``level_key``, the noise is
-      ``jax.random.normal(noise_key, batch.shape)``.
+      ``loss_fn(params, rng_key, batch) -> scalar``. Without ``null_label``,
+      ``batch`` has shape ``(batch_size, *event_shape)`` and ``rng_key`` is
+      split into ``(level_key, noise_key)``: the levels are drawn from
+      ``level_key``, the noise is ``jax.random.normal(noise_key, batch.shape)``.
+      With ``null_label``, ``batch`` is a pair ``(x, labels)`` (a tuple, as
+      :func:`ebm_jax.training.fit` batches a dataset ``(x, labels)``), ``x`` of
+      shape ``(batch_size, *event_shape)`` and ``labels`` integers from 0 to
+      ``null_label`` of shape ``(batch_size,)``; ``rng_key`` is split into
+      three, ``(level_key, noise_key, label_key)``, the first two used as
+      above (on ``x``), and a label is dropped where
+      ``jax.random.bernoulli(label_key, label_dropout, labels.shape)`` is
+      true.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -234,12 +371,27 @@ def denoising_loss(
       >>> bool(losses[1] < losses[0] and losses[1] < losses[2])
       True
 
+      Two classes, :math:`p(x \\mid c) = N(m_c, I)`, whose perturbed scores are
+      :math:`-(x' - \\sqrt{1-\\beta}\\, m_c)`; the null label is 2:
+
+      >>> means = jnp.array([[2.0, 0.0], [-2.0, 0.0]])
+      >>> labels = jnp.arange(4096) % 2
+      >>> x = means[labels] + jax.random.normal(jax.random.key(2), (4096, 2))
+      >>> def class_score(uses_label, x, beta, label):
+      ...     return -(x - uses_label * jnp.sqrt(1 - beta) * means[label])
+      >>> loss_fn = objective.denoising_loss(class_score, null_label=2)
+      >>> with_label, without = (loss_fn(u, jax.random.key(1), (x, labels)) for u in (1.0, 0.0))
+      >>> bool(with_label < without)
+      True
+
     References:
       Vincent (2011), Neural Computation 23(7); Song & Ermon (2019),
-      arXiv:1907.05600; Ho, Jain & Abbeel (2020), arXiv:2006.11239.
+      arXiv:1907.05600; Ho, Jain & Abbeel (2020), arXiv:2006.11239; Ho &
+      Salimans (2022), arXiv:2207.12598 (label dropout, guidance).
     """
     score_of = _noise_conditional_score(logdensity_fn, score_fn)
     residual_scale = _residual_scale(weighting)
+    _check_label_dropout(label_dropout, null_label)
     if schedule is not None and beta_sampler is not None:
         raise TypeError("give at most one of schedule and beta_sampler, got both")
 
@@ -257,40 +409,60 @@ def denoising_loss(
             keys = jax.random.split(rng_key, batch_size)
             return jax.vmap(beta_sampler)(keys).astype(dtype)
 
-    def check_model(params: ArrayTree, sample: Array, beta: Array) -> None:
+    def check_model(params: ArrayTree, sample: Array, beta: Array, label: Array | None) -> None:
+        # The label, if any, is the model's last argument.
+        extra = () if label is None else (label,)
+        arguments = "params, x, beta" + ("" if label is None else ", label")
         if logdensity_fn is not None:
             check_one_sample_output(
-                lambda x: logdensity_fn(params, x, beta), sample, "logdensity_fn(params, x, beta)"
+                lambda x: logdensity_fn(params, x, beta, *extra),
+                sample,
+                f"logdensity_fn({arguments})",
             )
         else:
             assert score_fn is not None
             check_score_fn(
-                lambda p, x: score_fn(p, x, beta), params, sample, "score_fn(params, x, beta)"
+                lambda p, x: score_fn(p, x, beta, *extra), params, sample, f"score_fn({arguments})"
             )
 
-    def per_sample(params: ArrayTree, x: Array, noise: Array, beta: Array) -> Array:
+    def per_sample(
+        params: ArrayTree, x: Array, noise: Array, beta: Array, label: Array | None
+    ) -> Array:
         x_prime = jnp.sqrt(1.0 - beta) * x + jnp.sqrt(beta) * noise  # eq. (11.5)
-        residual = noise + jnp.sqrt(beta) * score_of(params, x_prime, beta)
+        extra = () if label is None else (label,)
+        residual = noise + jnp.sqrt(beta) * score_of(params, x_prime, beta, *extra)
         return residual_scale(beta) * jnp.sum(residual**2)
 
     def loss_fn(params: ArrayTree, rng_key: PRNGKey, batch: ArrayLike) -> Array:
         check_key(rng_key)
-        batch = as_batch(batch)
-        probe_beta = jnp.asarray(0.5, batch.dtype)
-        check_model(params, batch[0], probe_beta)
+        x, labels = _split_batch(batch, null_label)
+        probe_beta = jnp.asarray(0.5, x.dtype)
+        check_model(params, x[0], probe_beta, None if labels is None else labels[0])
         if beta_sampler is not None:
             _check_scalar_output(beta_sampler, "beta_sampler", rng_key)
         if callable(weighting):
             _check_scalar_output(weighting, "weighting", probe_beta)
-        level_key, noise_key = jax.random.split(rng_key)
-        betas = draw_levels(level_key, batch.shape[0], batch.dtype)
-        noise = jax.random.normal(noise_key, batch.shape, batch.dtype)
-        per_sample_terms = jax.vmap(per_sample, in_axes=(None, 0, 0, 0))(
-            params, batch, noise, betas
+        if labels is None:
+            level_key, noise_key = jax.random.split(rng_key)
+        else:
+            level_key, noise_key, label_key = jax.random.split(rng_key, 3)
+            if label_dropout > 0:
+                dropped = jax.random.bernoulli(label_key, label_dropout, labels.shape)
+                labels = jnp.where(dropped, jnp.asarray(null_label, labels.dtype), labels)
+        betas = draw_levels(level_key, x.shape[0], x.dtype)
+        noise = jax.random.normal(noise_key, x.shape, x.dtype)
+        per_sample_terms = jax.vmap(per_sample, in_axes=(None, 0, 0, 0, 0))(
+            params, x, noise, betas, labels
         )
         return jnp.mean(per_sample_terms)
 
     return loss_fn
 
 
-__all__ = ["WEIGHTINGS", "BetaSampler", "NoiseConditionalFn", "denoising_loss"]
+__all__ = [
+    "WEIGHTINGS",
+    "BetaSampler",
+    "ClassConditionalFn",
+    "NoiseConditionalFn",
+    "denoising_loss",
+]

@@ -164,8 +164,16 @@ def initial_noise(
     return jax.random.normal(rng_key, (num_samples, *event_shape), dtype)
 
 
-def sampling_steps(schedule: NoiseSchedule, num_steps: int | None = None) -> np.ndarray:
+SPACINGS = ("linear", "log_snr")
+"""How :func:`sampling_steps` spreads the visited steps: evenly in :math:`t` or in log-SNR."""
+
+
+def sampling_steps(
+    schedule: NoiseSchedule, num_steps: int | None = None, spacing: str = "linear"
+) -> np.ndarray:
     """The steps :math:`T = t_n > t_{n-1} > \\dots > t_1 = 1` a sampler visits.
+
+    ``"linear"`` (default; Ho et al. 2020, Song et al. 2021's DDIM):
 
     .. math:: t_i = \\Big\\lfloor 1 + \\frac{(i - 1)(T - 1)}{n - 1} + \\tfrac12 \\Big\\rfloor,
        \\qquad i = 1, \\dots, n,
@@ -173,10 +181,19 @@ def sampling_steps(schedule: NoiseSchedule, num_steps: int | None = None) -> np.
     evenly strided with both ends kept (for :math:`n = 1` only :math:`t_1 = T`).
     Spacing at least 1 keeps the steps distinct for every :math:`n \\le T`.
 
+    ``"log_snr"``: the steps nearest to :math:`n` points evenly spaced in the
+    log signal-to-noise ratio :math:`\\log(\\bar\\alpha_t / \\bar\\beta_t)`
+    between :math:`t = T` and :math:`t = 1` (Lu et al. 2022a's choice for few
+    steps: an exponential integrator's error is set by its steps in
+    log-SNR), made distinct by moving a step that collides with its lower
+    neighbour up by one (near the data end of a schedule, where the log-SNR
+    changes fastest, consecutive targets can round to the same step).
+
     Args:
       schedule: the :class:`~ebm_jax.diffusion.schedule.NoiseSchedule`.
       num_steps: :math:`n`, an int in :math:`[1, T]`; ``None`` visits all
         :math:`T` steps.
+      spacing: ``"linear"`` (default) or ``"log_snr"``.
 
     Returns:
       A decreasing NumPy int array of the :math:`n` step numbers (1-based: step
@@ -186,8 +203,11 @@ def sampling_steps(schedule: NoiseSchedule, num_steps: int | None = None) -> np.
       >>> from ebm_jax.diffusion import samplers, schedule
       >>> samplers.sampling_steps(schedule.linear_schedule(10), 4).tolist()
       [10, 7, 4, 1]
+      >>> samplers.sampling_steps(schedule.linear_schedule(1000), 6, "log_snr").tolist()
+      [1000, 786, 493, 139, 18, 1]
     """
     _check_schedule(schedule)
+    _check_option(spacing, SPACINGS, "spacing")
     num_schedule_steps = schedule.num_steps
     if num_steps is None:
         return np.arange(num_schedule_steps, 0, -1)
@@ -198,9 +218,23 @@ def sampling_steps(schedule: NoiseSchedule, num_steps: int | None = None) -> np.
         )
     if num_steps == 1:
         return np.array([num_schedule_steps])
-    # floor(x + 1/2), not np.round: round-half-to-even can map two points 1 apart together.
-    grid = np.linspace(num_schedule_steps, 1, num_steps)
-    return np.floor(grid + 0.5).astype(int)
+    if spacing == "linear":
+        # floor(x + 1/2), not np.round: round-half-to-even can map two points 1 apart together.
+        grid = np.linspace(num_schedule_steps, 1, num_steps)
+        return np.floor(grid + 0.5).astype(int)
+    log_alphas_cumprod = np.cumsum(np.log1p(-np.asarray(schedule.betas, np.float64)))
+    log_snr = log_alphas_cumprod - np.log(-np.expm1(log_alphas_cumprod))  # decreasing in t
+    targets = np.linspace(log_snr[-1], log_snr[0], num_steps)
+    # The step whose log-SNR is nearest each target (log_snr is decreasing: search its negative).
+    above = np.clip(np.searchsorted(-log_snr, -targets), 1, num_schedule_steps - 1)
+    nearer_above = np.abs(log_snr[above] - targets) < np.abs(log_snr[above - 1] - targets)
+    steps = np.where(nearer_above, above, above - 1) + 1
+    # Room for the steps on either side: t_i in [n - i, T - i] (0-based i), then distinct.
+    index = np.arange(num_steps)
+    steps = np.clip(steps, num_steps - index, num_schedule_steps - index)
+    for i in range(num_steps - 2, -1, -1):
+        steps[i] = max(steps[i], steps[i + 1] + 1)
+    return steps.astype(int)
 
 
 def ancestral_sample(
@@ -938,6 +972,7 @@ def _check_conditional_logdensity(
 
 __all__ = [
     "PREDICTORS",
+    "SPACINGS",
     "VARIANCES",
     "AnnealedMALASamples",
     "DiffusionSamples",

@@ -7,7 +7,10 @@ batched by ``jax.vmap(model.apply, in_axes=(None, 0))``. The restricted
 Boltzmann machines add an exact block-Gibbs sampler and an exact
 :math:`\\log Z` for small models. Noise-conditional models of diffusion take
 the marginal noise level too: ``model.apply(params, x, beta)`` is a score
-:math:`S_w(x', \\beta)` or a log-density :math:`f_w(x', \\beta)`. The digit
+:math:`S_w(x', \\beta)` or a log-density :math:`f_w(x', \\beta)`, and
+class-conditional ones (``num_classes`` set) a label,
+``model.apply(params, x, beta, label)``, whose null label
+``null_label(model) == model.num_classes`` gives the unconditional model. The digit
 classifier supplies features for Fréchet distances of generated digits.
 """
 
@@ -19,6 +22,7 @@ from ebm_jax.models.noise_conditional import (
     NoiseConditionalEnergy,
     NoiseConditionalScore,
     noise_level_features,
+    null_label,
 )
 from ebm_jax.models.rbm import BernoulliRBM, GaussianBernoulliRBM, RBMGibbsState
 
@@ -35,5 +39,6 @@ __all__ = [
     "RBMGibbsState",
     "TrainedClassifier",
     "noise_level_features",
+    "null_label",
     "train_digit_classifier",
 ]

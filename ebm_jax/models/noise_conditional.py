@@ -23,6 +23,19 @@ are ``jax.vmap(model.apply, in_axes=(None, 0, 0))``. The networks assume data
 of roughly unit scale (standardise the data first), as the variance-preserving
 perturbation (11.5) does.
 
+Class-conditional models, for classifier-free guidance (Ho & Salimans 2022),
+are the same networks with ``num_classes`` :math:`K` set: they are called as
+``model.apply(params, x, beta, label)`` with an integer scalar label in
+:math:`\\{0, \\dots, K\\}`, where the label :math:`K` itself
+(:func:`null_label`) means *no class*, the convention of DiT (Peebles & Xie
+2023): an embedding table of :math:`K + 1` rows, the last one for the
+unconditional model. The label embedding is added to the noise-level features
+before the conditioning network, so the label, like the level, modulates every
+hidden layer; one network then gives both :math:`S_w(x', \\beta, c) \\approx
+\\nabla \\log p_\\beta(x' \\mid c)` and :math:`S_w(x', \\beta, \\varnothing)
+\\approx \\nabla \\log p_\\beta(x')`, trained together by
+:func:`~ebm_jax.diffusion.objective.denoising_loss` with ``label_dropout``.
+
 Two settings are provided: :meth:`NoiseConditionalScore.toy_2d` (a plain
 :math:`3 \\times 128` MLP) for 2-D toys and :meth:`NoiseConditionalScore.digits_8x8`
 (three pre-norm residual blocks of width 256) for flattened 8×8 digits.
@@ -33,15 +46,20 @@ References:
   residual networks*, arXiv:1603.05027 (pre-activation residual blocks);
   Song et al. (2021), *Score-based generative modeling through stochastic
   differential equations*, ICLR, arXiv:2011.13456 (noise-conditional score
-  networks with Fourier features of the noise level).
+  networks with Fourier features of the noise level); Ho & Salimans (2022),
+  *Classifier-free diffusion guidance*, arXiv:2207.12598; Peebles & Xie
+  (2023), *Scalable diffusion models with transformers*, ICCV,
+  arXiv:2212.09748 (a null class as the last row of the label embedding).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -80,6 +98,15 @@ DIGITS_8X8_SETTINGS: dict[str, Any] = {
     "embedding_size": 64,
 }
 """Settings for flattened 8×8 digits (64-D): three pre-norm residual blocks of width 256."""
+
+# The integrability guarantee of NoiseConditionalEnergy needs activations of at
+# most linear growth. A probe cannot prove that; it catches the usual offenders
+# (t², exp, sinh, ...): from |t| = 1e2 to |t| = 1e4, a factor 100, |a| may grow
+# by at most a factor 200, which a power |t|^p passes only for p <= 1.15. The
+# test is a ratio, so a Lipschitz activation passes whatever its constant.
+_GROWTH_PROBES = np.array([-1e2, 1e2], np.float32)
+_GROWTH_FACTOR = np.float32(100.0)
+_GROWTH_SLACK = 2.0
 
 
 def noise_level_features(beta: Array, embedding_size: int) -> Array:
@@ -154,15 +181,122 @@ def _check_sample_and_level(x: Any, beta: Any, dtype: Any) -> tuple[Array, Array
     return x, beta_array.astype(x.dtype)
 
 
-def _noise_conditional_features(x: Array, beta: Array, module: _NoiseConditionalNetwork) -> Array:
+def _growth_at_probes(activation: Callable[[Array], Array]) -> tuple[np.ndarray, np.ndarray]:
+    """``|a(t)|`` and ``|a(100 t)|`` at ``t = ±1e2``, in float64."""
+    with jax.ensure_compile_time_eval():  # module construction may happen inside a trace
+        near = np.asarray(activation(jnp.asarray(_GROWTH_PROBES)), np.float64)
+        far = np.asarray(activation(jnp.asarray(_GROWTH_FACTOR * _GROWTH_PROBES)), np.float64)
+    if near.shape != _GROWTH_PROBES.shape or far.shape != _GROWTH_PROBES.shape:
+        raise ValueError(f"a 1-D input of shape {_GROWTH_PROBES.shape} gave shape {near.shape}")
+    return np.abs(near), np.abs(far)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_has_linear_growth(activation: Callable[[Array], Array]) -> bool:
+    return _has_linear_growth(*_growth_at_probes(activation))
+
+
+def _has_linear_growth(near: np.ndarray, far: np.ndarray) -> bool:
+    # An activation that overflows already at |t| = 100 (exp, sinh) grows far faster than linearly.
+    finite = np.all(np.isfinite(near)) and np.all(np.isfinite(far))
+    return bool(finite and np.all(far <= _GROWTH_SLACK * float(_GROWTH_FACTOR) * (1.0 + near)))
+
+
+def _check_linear_growth(activation: Callable[[Array], Array]) -> None:
+    """Reject activations that grow faster than linearly (t², exp, sinh, ...)."""
+    try:
+        try:
+            has_linear_growth = _cached_has_linear_growth(activation)
+        except TypeError as exc:  # an unhashable callable: probe without the cache
+            if "unhashable" not in str(exc):
+                raise
+            has_linear_growth = _has_linear_growth(*_growth_at_probes(activation))
+    except Exception as exc:  # re-raised with the argument named
+        raise ValueError(
+            f"activation must map a 1-D array to an array of the same shape; probing its "
+            f"growth failed: {exc}"
+        ) from exc
+    if not has_linear_growth:
+        name = getattr(activation, "__name__", repr(activation))
+        near, far = _growth_at_probes(activation)
+        raise ValueError(
+            f"activation must grow at most linearly for the envelope to make exp(f_w) "
+            f"integrable at every noise level, got {name}: |a(t)| = {near.tolist()} at "
+            f"t = {_GROWTH_PROBES.tolist()} and {far.tolist()} at 100 t, which must be finite "
+            f"and at most {_GROWTH_SLACK:g} x 100 x (1 + |a(t)|); use a Lipschitz activation "
+            "(nn.swish, nn.softplus, nn.tanh, nn.gelu, nn.elu), or residual=True with "
+            "layer_norm=True, or envelope_scale=None (no integrability guarantee)"
+        )
+
+
+def _check_label(label: Any, num_classes: int | None) -> Array | None:
+    """``label`` as an integer scalar in {0, ..., num_classes}, or ``None`` for a model without."""
+    if num_classes is None:
+        if label is not None:
+            raise TypeError(
+                "label was given to an unconditional model (num_classes=None), which is "
+                "called as model.apply(params, x, beta); set num_classes for a "
+                "class-conditional model"
+            )
+        return None
+    if label is None:
+        raise TypeError(
+            f"this model is class-conditional (num_classes={num_classes}) and must be called "
+            f"with a label, model.apply(params, x, beta, label), label in "
+            f"{{0, ..., {num_classes}}}; the null label {num_classes} (null_label(model)) "
+            "gives the unconditional model"
+        )
+    label_array = jnp.asarray(label)
+    if not jnp.issubdtype(label_array.dtype, jnp.integer):
+        raise TypeError(f"label must be an integer class index, got dtype {label_array.dtype}")
+    if label_array.shape != ():
+        raise ValueError(
+            f"label must be a scalar class index, got shape {label_array.shape}; a label per "
+            "sample is batched with jax.vmap(model.apply, in_axes=(None, 0, 0, 0))"
+        )
+    if is_concrete(label_array):
+        value = int(label_array)
+        if not 0 <= value <= num_classes:
+            raise ValueError(
+                f"label must lie in {{0, ..., {num_classes}}} (num_classes={num_classes} is the "
+                f"null label), got {value}"
+            )
+    return label_array
+
+
+def _label_embedding(label: Array, module: _NoiseConditionalNetwork) -> Array:
+    """The label's row of a learned table of ``num_classes + 1`` rows (the last: no class).
+
+    A label outside {0, ..., num_classes} cannot be rejected under ``jit``; it
+    embeds as NaN, so the output is NaN rather than another class's (``jnp.take``
+    would wrap −1 round to the null label).
+    """
+    assert module.num_classes is not None
+    embedding = nn.Embed(
+        module.num_classes + 1,
+        module.embedding_size,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+    )(label)
+    in_range = (label >= 0) & (label <= module.num_classes)
+    return jnp.where(in_range, embedding, jnp.nan)
+
+
+def _noise_conditional_features(
+    x: Array, beta: Array, label: Array | None, module: _NoiseConditionalNetwork
+) -> Array:
     """The last hidden features of ``(x, beta)``, with the noise level fed to every layer.
 
-    Called from a compact method of ``module``, so the layers belong to it.
+    A ``label`` is embedded and added to the noise-level features, so it enters
+    exactly where the level does. Called from a compact method of ``module``, so
+    the layers belong to it.
     """
     dense = lambda width: nn.Dense(width, dtype=module.dtype, param_dtype=module.param_dtype)
     activation = module.activation
 
     conditioning = noise_level_features(beta, module.embedding_size)
+    if label is not None:
+        conditioning = conditioning + _label_embedding(label, module)
     conditioning = activation(dense(module.embedding_size)(conditioning))
     conditioning = activation(dense(module.embedding_size)(conditioning))
 
@@ -204,6 +338,7 @@ class _NoiseConditionalNetwork(nn.Module):
     embedding_size: int = TOY_2D_SETTINGS["embedding_size"]
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         _check_hidden_sizes(self.hidden_sizes)
@@ -225,6 +360,8 @@ class _NoiseConditionalNetwork(nn.Module):
             raise ValueError(
                 f"embedding_size must be even (sine and cosine pairs), got {self.embedding_size}"
             )
+        if self.num_classes is not None:
+            check_int(self.num_classes, "num_classes", 1)
         self._check_activation()
         super().__post_init__()
 
@@ -240,6 +377,43 @@ class _NoiseConditionalNetwork(nn.Module):
     def digits_8x8(cls, **overrides: Any) -> Self:
         """The settings for flattened 8×8 digits (:data:`DIGITS_8X8_SETTINGS`), overridable."""
         return cls(**{**DIGITS_8X8_SETTINGS, **overrides})
+
+
+def null_label(model: _NoiseConditionalNetwork) -> int:
+    """The null (unconditional) label of a class-conditional model: ``model.num_classes``.
+
+    A model with ``num_classes`` :math:`K` takes labels :math:`0, \\dots, K - 1`
+    for the classes and :math:`K` for *no class* (the last row of its label
+    embedding), so that :math:`S_w(x', \\beta, K)` models the unconditional
+    :math:`\\nabla \\log p_\\beta(x')`. Pass it to
+    :func:`~ebm_jax.diffusion.objective.denoising_loss` as ``null_label``.
+
+    Args:
+      model: a :class:`NoiseConditionalScore` or :class:`NoiseConditionalEnergy`
+        with ``num_classes`` set.
+
+    Returns:
+      The null label, an ``int``.
+
+    Examples:
+      >>> from ebm_jax.models import NoiseConditionalScore, null_label
+      >>> null_label(NoiseConditionalScore.toy_2d(num_classes=10))
+      10
+
+    References:
+      Ho & Salimans (2022), arXiv:2207.12598; Peebles & Xie (2023), arXiv:2212.09748.
+    """
+    if not isinstance(model, _NoiseConditionalNetwork):
+        raise TypeError(
+            "model must be a NoiseConditionalScore or NoiseConditionalEnergy, got "
+            f"{type(model).__name__}"
+        )
+    if model.num_classes is None:
+        raise ValueError(
+            "model must be class-conditional (num_classes set) to have a null label, got "
+            "num_classes=None"
+        )
+    return int(model.num_classes)
 
 
 class NoiseConditionalScore(_NoiseConditionalNetwork):
@@ -277,9 +451,16 @@ class NoiseConditionalScore(_NoiseConditionalNetwork):
       layer_norm: layer normalisation at the input of each residual block
         and before the output layer (used only when ``residual``).
       embedding_size: the even number of sinusoidal log-SNR features, also
-        the width of the two-layer embedding network on top of them.
+        the width of the two-layer embedding network on top of them and of
+        the label embedding.
       dtype: computation dtype (``None``: inferred from the input and params).
       param_dtype: dtype of the parameters.
+      num_classes: ``None`` (default) for an unconditional model, called
+        ``model.apply(params, x, beta)``; or the number of classes :math:`K
+        \\ge 1` of a class-conditional one, called ``model.apply(params, x,
+        beta, label)`` with an integer scalar ``label`` in :math:`\\{0, \\dots,
+        K\\}`, :math:`K` (:func:`null_label`) meaning no class. A label out of
+        that range raises a ``ValueError``, or gives NaN under ``jit``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -292,6 +473,15 @@ class NoiseConditionalScore(_NoiseConditionalNetwork):
       >>> jax.vmap(model.apply, in_axes=(None, 0, 0))(params, xs, betas).shape
       (4, 2)
 
+      Class-conditional, with the null label :math:`K = 10` for no class:
+
+      >>> from ebm_jax.models import null_label
+      >>> model = NoiseConditionalScore.toy_2d(num_classes=10)
+      >>> params = model.init(jax.random.key(0), jnp.zeros(2), 0.5, 0)
+      >>> labels = jnp.array([0, 3, 9, null_label(model)])
+      >>> jax.vmap(model.apply, in_axes=(None, 0, 0, 0))(params, xs, betas, labels).shape
+      (4, 2)
+
     References:
       Ho, Jain & Abbeel (2020), *Denoising diffusion probabilistic models*,
       arXiv:2006.11239 (noise prediction); Song & Ermon (2019), *Generative
@@ -300,15 +490,16 @@ class NoiseConditionalScore(_NoiseConditionalNetwork):
     """
 
     @nn.compact
-    def predict_noise(self, x: Array, beta: Array) -> Array:
+    def predict_noise(self, x: Array, beta: Array, label: Array | None = None) -> Array:
         """The predicted noise :math:`\\hat\\varepsilon_w(x', \\beta)`.
 
         The network itself, the estimate of :math:`\\mathbb{E}[\\varepsilon \\mid
-        x']`, before the division by :math:`\\sqrt\\beta`; same arguments as
-        ``__call__``.
+        x']` (or :math:`\\mathbb{E}[\\varepsilon \\mid x', c]` given a label),
+        before the division by :math:`\\sqrt\\beta`; same arguments as ``__call__``.
         """
         x, beta = _check_sample_and_level(x, beta, self.dtype)
-        features = _noise_conditional_features(x, beta, self)
+        label = _check_label(label, self.num_classes)
+        features = _noise_conditional_features(x, beta, label, self)
         output_layer = nn.Dense(
             x.shape[0],
             kernel_init=_output_init(),
@@ -317,9 +508,13 @@ class NoiseConditionalScore(_NoiseConditionalNetwork):
         )
         return output_layer(features)
 
-    def __call__(self, x: Array, beta: Array) -> Array:
-        """:math:`S_w(x', \\beta)` for ONE sample ``x`` of shape ``(d,)`` and a scalar ``beta``."""
-        noise = self.predict_noise(x, beta)
+    def __call__(self, x: Array, beta: Array, label: Array | None = None) -> Array:
+        """:math:`S_w(x', \\beta[, c])` for ONE sample ``x`` of shape ``(d,)``, a scalar ``beta``.
+
+        ``label``, an integer scalar, is required when ``num_classes`` is set
+        and refused otherwise (``TypeError``).
+        """
+        noise = self.predict_noise(x, beta, label)
         return -noise / jnp.sqrt(jnp.asarray(beta, noise.dtype))
 
 
@@ -348,14 +543,22 @@ class NoiseConditionalEnergy(_NoiseConditionalNetwork):
     learns the departure from a standard normal, and :math:`\\varphi_w
     \\approx 0` at initialisation gives the score :math:`\\approx -x'`.
 
-    Guarantee: with a Lipschitz activation (swish, softplus, tanh, gelu,
-    elu), or with ``residual`` and ``layer_norm`` (the last layer then acts
-    on normalised, hence bounded, features),
-    :math:`|\\varphi_w(x', \\beta)| \\le a + b\\lVert x' \\rVert` for each
-    :math:`\\beta`, so :math:`e^{f_w(\\cdot, \\beta)}` is integrable for every
-    :math:`\\beta \\in (0, 1)` and every parameter value: each level is a
-    proper density, which the Metropolis–Hastings corrections and likelihoods
-    rely on. Without the envelope nothing is guaranteed.
+    Guarantee: with an activation of at most linear growth (any Lipschitz
+    one: swish, softplus, tanh, gelu, elu, sigmoid), or with ``residual`` and
+    ``layer_norm`` (the last layer then acts on normalised, hence bounded,
+    features), :math:`|\\varphi_w(x', \\beta)| \\le a + b\\lVert x' \\rVert`
+    for each :math:`\\beta` (and each label), so :math:`e^{f_w(\\cdot, \\beta)}`
+    is integrable for every :math:`\\beta \\in (0, 1)` and every parameter
+    value: each level is a proper density, which the Metropolis–Hastings
+    corrections and likelihoods rely on. When the envelope is on and the
+    guarantee rests on the activation, an activation that grows faster than
+    linearly (:math:`t^2`, :math:`e^t`, :math:`\\sinh t`) raises a
+    ``ValueError``: it is probed at :math:`|t| = 10^2` and :math:`10^4`, where
+    :math:`|a|` may grow by at most a factor 200 (a heuristic that catches
+    powers :math:`|t|^p` with :math:`p > 1.15`, not a proof). Without the
+    envelope nothing is guaranteed, and nothing is checked. A class label
+    enters only through the conditioning vector, as :math:`\\beta` does, so the
+    guarantee holds for every label.
 
     Samplers and likelihoods differentiate the score, so :math:`f_w` must be
     twice differentiable: piecewise-linear activations (relu, ...) raise a
@@ -369,10 +572,17 @@ class NoiseConditionalEnergy(_NoiseConditionalNetwork):
       layer_norm: layer normalisation at the input of each residual block
         and before the output layer (used only when ``residual``).
       embedding_size: the even number of sinusoidal log-SNR features, also
-        the width of the two-layer embedding network on top of them.
+        the width of the two-layer embedding network on top of them and of
+        the label embedding.
       envelope_scale: :math:`s > 0`, or ``None`` for no envelope.
       dtype: computation dtype (``None``: inferred from the input and params).
       param_dtype: dtype of the parameters.
+      num_classes: ``None`` (default) for an unconditional model; or the
+        number of classes :math:`K \\ge 1`, the model then being called
+        ``model.apply(params, x, beta, label)`` with ``label`` in
+        :math:`\\{0, \\dots, K\\}`, :math:`K` (:func:`null_label`) meaning no
+        class. A label out of that range raises a ``ValueError``, or gives NaN
+        under ``jit``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -384,6 +594,10 @@ class NoiseConditionalEnergy(_NoiseConditionalNetwork):
       ()
       >>> score_fn = ej.score(model.apply, argnum=1)  # (params, x, beta) -> ∇ₓ f, eq. (11.1)
       >>> score_fn(params, jnp.array([0.5, -1.0]), 0.1).shape
+      (2,)
+      >>> conditional = NoiseConditionalEnergy.toy_2d(num_classes=3)  # labels 0, 1, 2; 3: none
+      >>> params = conditional.init(jax.random.key(0), jnp.zeros(2), 0.5, 3)
+      >>> ej.score(conditional.apply, argnum=1)(params, jnp.array([0.5, -1.0]), 0.1, 2).shape
       (2,)
 
     References:
@@ -402,12 +616,19 @@ class NoiseConditionalEnergy(_NoiseConditionalNetwork):
         _check_smooth_activation(self.activation)
         if self.envelope_scale is not None:
             check_positive_scalar(self.envelope_scale, "envelope_scale")
+            if not (self.residual and self.layer_norm):
+                _check_linear_growth(self.activation)
 
     @nn.compact
-    def __call__(self, x: Array, beta: Array) -> Array:
-        """:math:`f_w(x', \\beta)`, a scalar, for ONE sample ``x`` of shape ``(d,)``."""
+    def __call__(self, x: Array, beta: Array, label: Array | None = None) -> Array:
+        """:math:`f_w(x', \\beta[, c])`, a scalar, for ONE sample ``x`` of shape ``(d,)``.
+
+        ``label``, an integer scalar, is required when ``num_classes`` is set
+        and refused otherwise (``TypeError``).
+        """
         x, beta = _check_sample_and_level(x, beta, self.dtype)
-        features = _noise_conditional_features(x, beta, self)
+        label = _check_label(label, self.num_classes)
+        features = _noise_conditional_features(x, beta, label, self)
         output_layer = nn.Dense(
             1,
             use_bias=False,
@@ -429,4 +650,5 @@ __all__ = [
     "NoiseConditionalEnergy",
     "NoiseConditionalScore",
     "noise_level_features",
+    "null_label",
 ]

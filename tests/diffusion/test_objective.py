@@ -441,3 +441,314 @@ BAD_LOSS_CALLS = [
 def test_bad_models_and_batches_are_named(loss_fn, params, batch, error, match):
     with pytest.raises(error, match=match):
         loss_fn(params, jax.random.key(0), batch)
+
+
+# --- Class-conditional models and label dropout (classifier-free guidance) --------------------
+
+# The unconditional losses of LOSSES at jax.random.key(3) on BATCH, computed before
+# label dropout existed: the conditional options must not move the unconditional draws.
+UNCONDITIONAL_VALUES = {
+    "energy_cosine_lecture": 0.6105824708938599,
+    "score_continuous_levels_callable_weight": 1.4853471517562866,
+    "score_default": 1.2723990678787231,
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCONDITIONAL_VALUES))
+def test_unconditional_loss_is_bitwise_unchanged(name):
+    factory, params = LOSSES[name]
+    value = factory()(params, jax.random.key(3), BATCH)
+    np.testing.assert_array_equal(value, np.float32(UNCONDITIONAL_VALUES[name]))
+
+
+NUM_CLASSES = 3  # labels 0, 1, 2 and the null label 3
+
+
+def conditional_mlp_score(params, x, beta, label):
+    """mlp_score plus a learned shift per label (the last row for the null label)."""
+    return mlp_score(params, x, beta) + params["label_shifts"][label]
+
+
+CONDITIONAL_PARAMS = {
+    **SCORE_PARAMS,
+    "label_shifts": jnp.asarray(
+        np.random.default_rng(9).normal(size=(NUM_CLASSES + 1, DIMENSION)), jnp.float32
+    ),
+}
+LABELS = jnp.array([0, 1, 2, 3, 1])
+
+
+def test_conditional_loss_follows_its_documented_draws_and_jits_without_retracing():
+    """(level_key, noise_key, label_key) = split(rng_key, 3); a label is dropped where
+    bernoulli(label_key, p) is true; the model sees (params, x', β, label). Exact in float64."""
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda leaf: jnp.asarray(leaf, jnp.float64), CONDITIONAL_PARAMS)
+        batch = jnp.asarray(np.random.default_rng(10).normal(size=(64, DIMENSION)))
+        labels = jnp.asarray(np.random.default_rng(11).integers(0, NUM_CLASSES, 64))
+        key, dropout = jax.random.key(12), 0.4
+        level_key, noise_key, label_key = jax.random.split(key, 3)
+        noise = jax.random.normal(noise_key, batch.shape, batch.dtype)
+        steps = jax.random.randint(level_key, (64,), 0, LEVEL_SCHEDULE.num_steps)
+        betas = LEVEL_SCHEDULE.marginal_betas.astype(batch.dtype)[steps]
+        x_prime = jnp.sqrt(1 - betas)[:, None] * batch + jnp.sqrt(betas)[:, None] * noise
+        dropped = jax.random.bernoulli(label_key, dropout, labels.shape)
+        assert 0 < int(jnp.sum(dropped)) < labels.size
+
+        def expected_loss(seen):
+            scores = jax.vmap(conditional_mlp_score, (None, 0, 0, 0))(params, x_prime, betas, seen)
+            return jnp.mean(jnp.sum((noise + jnp.sqrt(betas)[:, None] * scores) ** 2, axis=1))
+
+        for label_dropout, seen in [
+            (dropout, jnp.where(dropped, NUM_CLASSES, labels)),
+            (0.0, labels),  # without dropout the labels are the data's own
+        ]:
+            loss_fn = objective.denoising_loss(
+                conditional_mlp_score,
+                schedule=LEVEL_SCHEDULE,
+                label_dropout=label_dropout,
+                null_label=NUM_CLASSES,
+            )
+            np.testing.assert_allclose(
+                loss_fn(params, key, (batch, labels)), expected_loss(seen), rtol=1e-12
+            )
+        # A list pair is a pair too.
+        np.testing.assert_allclose(
+            loss_fn(params, key, [batch, labels]), expected_loss(labels), rtol=1e-12
+        )
+
+    loss_fn = objective.denoising_loss(
+        conditional_mlp_score, label_dropout=0.2, null_label=NUM_CLASSES
+    )
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def value_and_grad(params, key, batch):
+        return jax.value_and_grad(loss_fn)(params, key, batch)
+
+    value, gradient = value_and_grad(CONDITIONAL_PARAMS, jax.random.key(3), (BATCH, LABELS))
+    assert value.dtype == jnp.float32 and np.isfinite(float(value))
+    np.testing.assert_allclose(
+        value, loss_fn(CONDITIONAL_PARAMS, jax.random.key(3), (BATCH, LABELS)), rtol=1e-5
+    )
+    value_and_grad(CONDITIONAL_PARAMS, jax.random.key(4), (BATCH + 1.0, (LABELS + 1) % 3))
+    chex.clear_trace_counter()
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(gradient))
+    assert np.any(np.asarray(gradient["label_shifts"]) != 0)
+
+
+def label_counts(loss_fn, rng_key, batch):
+    """How many samples the model saw with each label, read off the loss's curvature.
+
+    With S(x', β, c) = θ_c·1 at a constant β and the ε weighting, the loss is
+    mean_b ‖ε_b + √β θ_{c_b} 1‖², whose second derivative in θ_c is 2βd n_c / B.
+    """
+    hessian = jax.hessian(lambda theta: loss_fn(theta, rng_key, batch))(jnp.zeros(NUM_CLASSES + 1))
+    counts = np.diag(np.asarray(hessian, np.float64)) * batch[0].shape[0] / (2 * 0.5 * DIMENSION)
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-6)
+    return np.round(counts).astype(int)
+
+
+def label_recording_score(theta, x, beta, label):
+    return jnp.full_like(x, theta[label])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1, 0.5, 1.0])
+def test_label_dropout_replaces_each_label_by_the_null_label_with_its_probability(dropout):
+    """Counts of dropped labels, overall and per class, within 4 binomial standard deviations
+    of n·p (exact at p = 0 and 1); labels already null stay null; new keys, new draws."""
+    batch_size = 4000
+    rng = np.random.default_rng(13)
+    labels = rng.integers(0, NUM_CLASSES + 1, batch_size).astype(np.int32)  # some already null
+    batch = (rng.normal(size=(batch_size, DIMENSION)), labels)
+    loss_fn = objective.denoising_loss(
+        label_recording_score,
+        beta_sampler=constant_level(0.5),
+        label_dropout=dropout,
+        null_label=NUM_CLASSES,
+    )
+    given = np.bincount(labels, minlength=NUM_CLASSES + 1)
+    with jax.enable_x64(True):  # float64, so that the counts come out as integers
+        seen = label_counts(loss_fn, jax.random.key(14), batch)
+        other_key_seen = label_counts(loss_fn, jax.random.key(15), batch)
+    assert seen.sum() == batch_size
+    dropped = given[:NUM_CLASSES] - seen[:NUM_CLASSES]
+    assert np.all(dropped >= 0)
+    assert seen[NUM_CLASSES] - given[NUM_CLASSES] == dropped.sum()
+    for count, total in [
+        (dropped.sum(), given[:NUM_CLASSES].sum()),
+        *zip(dropped, given[:NUM_CLASSES], strict=True),
+    ]:
+        sd = np.sqrt(total * dropout * (1 - dropout))
+        if sd == 0:
+            assert count == total * dropout
+        else:
+            assert abs(count - total * dropout) < 4 * sd, (count, total, dropout)
+    if 0 < dropout < 1:
+        assert not np.array_equal(other_key_seen, seen)
+
+
+# Two classes N(μ_c, I) with equal weights: p_β(x | c) = N(√(1−β)μ_c, I), and the best
+# affine model of the mixture's score is the Gaussian score with the mixture's moments,
+# −C⁻¹(x − √(1−β)μ̄) with C = I + (1−β)·Cov(μ_c).
+CLASS_MEANS = np.array([[1.5, 0.5], [-1.5, 0.5]])
+GUIDANCE_BETA, GUIDANCE_DROPOUT, GUIDANCE_NULL = 0.3, 0.3, 2
+
+
+def moment_matched_mixture_score():
+    """(A, b) of −C⁻¹(x − √(1−β)μ̄) = A x + b at β = GUIDANCE_BETA."""
+    centred = CLASS_MEANS - CLASS_MEANS.mean(axis=0)
+    inverse = np.linalg.inv(np.eye(2) + (1 - GUIDANCE_BETA) * centred.T @ centred / 2)
+    return -inverse, inverse @ (np.sqrt(1 - GUIDANCE_BETA) * CLASS_MEANS.mean(axis=0))
+
+
+def draw_two_classes(rng_key, num_samples):
+    label_key, noise_key = jax.random.split(rng_key)
+    labels = jax.random.randint(label_key, (num_samples,), 0, 2)
+    x = jnp.asarray(CLASS_MEANS)[labels] + jax.random.normal(noise_key, (num_samples, 2))
+    return x, labels
+
+
+def per_label_affine_score(params, x, beta, label):
+    return params["matrices"][label] @ x + params["offsets"][label]
+
+
+def test_label_dropout_learns_the_conditional_scores_and_the_mixture_score():
+    """The minimiser over per-label affine scores (one Newton step: the loss is quadratic)
+    is −I, √(1−β)μ_c for the classes and −C⁻¹, C⁻¹√(1−β)μ̄ for the null label, within
+    4 MCSE over 16 replicates of 2048; the null label's is not the classes' −I."""
+    loss_fn = objective.denoising_loss(
+        per_label_affine_score,
+        beta_sampler=constant_level(GUIDANCE_BETA),
+        label_dropout=GUIDANCE_DROPOUT,
+        null_label=GUIDANCE_NULL,
+    )
+    with jax.enable_x64(True):
+        zeros = {"matrices": jnp.zeros((3, 2, 2)), "offsets": jnp.zeros((3, 2))}
+        flat_zeros, unravel = ravel_pytree(zeros)
+
+        def minimiser(rng_key):
+            data_key, loss_key = jax.random.split(rng_key)
+            batch = draw_two_classes(data_key, NUM_SAMPLES)
+            flat_loss = lambda flat: loss_fn(unravel(flat), loss_key, batch)
+            gradient, hessian = jax.grad(flat_loss)(flat_zeros), jax.hessian(flat_loss)(flat_zeros)
+            return unravel(-jnp.linalg.solve(hessian, gradient))
+
+        keys = jax.random.split(jax.random.key(16), NUM_REPLICATES)
+        fitted = jax.tree.map(np.asarray, jax.jit(jax.vmap(minimiser))(keys))
+
+    scale = np.sqrt(1 - GUIDANCE_BETA)
+    expected = [
+        (-np.eye(2), scale * CLASS_MEANS[0]),
+        (-np.eye(2), scale * CLASS_MEANS[1]),
+        moment_matched_mixture_score(),
+    ]
+    for label, (matrix, offset) in enumerate(expected):
+        assert_mean_within_mcse(
+            fitted["matrices"][:, label].reshape(NUM_REPLICATES, 4),
+            matrix.reshape(4),
+            what=f"A for label {label}",
+        )
+        assert_mean_within_mcse(fitted["offsets"][:, label], offset, what=f"b for label {label}")
+    with pytest.raises(AssertionError):
+        assert_mean_within_mcse(
+            fitted["matrices"][:, GUIDANCE_NULL].reshape(NUM_REPLICATES, 4), -np.eye(2).ravel()
+        )
+
+
+def exact_two_class_score(params, x, beta, label):
+    """∇ log p_β(x | c) for the classes, the mixture's ∇ log p_β(x) for the null label."""
+    del params
+    centres = jnp.sqrt(1 - beta) * jnp.asarray(CLASS_MEANS, x.dtype)
+    conditional = -(x - centres[jnp.minimum(label, 1)])
+    responsibilities = jax.nn.softmax(-0.5 * jnp.sum((x - centres) ** 2, axis=1))
+    mixture = -(x - responsibilities @ centres)
+    return jnp.where(label == GUIDANCE_NULL, mixture, conditional)
+
+
+def test_exact_conditional_and_mixture_scores_have_the_lowest_loss():
+    """The loss of the exact model is lower, by more than 4 MCSE over 32 keys (about 9 and
+    100 are reached), than with the null label given the best affine score (the Gaussian
+    with the mixture's moments), or with the two classes' labels swapped."""
+    matrix, offset = moment_matched_mixture_score()
+
+    def gaussian_null(params, x, beta, label):
+        gaussian = jnp.asarray(matrix, x.dtype) @ x + jnp.asarray(offset, x.dtype)
+        return jnp.where(
+            label == GUIDANCE_NULL, gaussian, exact_two_class_score(None, x, beta, label)
+        )
+
+    def swapped(params, x, beta, label):
+        return exact_two_class_score(
+            None, x, beta, jnp.where(label == GUIDANCE_NULL, label, 1 - label)
+        )
+
+    exact_loss, *other_losses = (
+        objective.denoising_loss(
+            score_fn,
+            beta_sampler=constant_level(GUIDANCE_BETA),
+            label_dropout=GUIDANCE_DROPOUT,
+            null_label=GUIDANCE_NULL,
+        )
+        for score_fn in (exact_two_class_score, gaussian_null, swapped)
+    )
+
+    @jax.jit
+    def excesses(rng_key):
+        data_key, loss_key = jax.random.split(rng_key)
+        batch = draw_two_classes(data_key, 1024)
+        exact = exact_loss(None, loss_key, batch)
+        return jnp.stack([loss_fn(None, loss_key, batch) - exact for loss_fn in other_losses])
+
+    excesses = np.asarray(jax.lax.map(excesses, jax.random.split(jax.random.key(17), 32)))
+    mcse = np.std(excesses, axis=0, ddof=1) / np.sqrt(excesses.shape[0])
+    assert np.all(np.mean(excesses, axis=0) > 4 * mcse), (np.mean(excesses, axis=0), mcse)
+
+
+BAD_CONDITIONAL_FACTORY_CALLS = [
+    ({"label_dropout": -0.1, "null_label": 3}, ValueError, "label_dropout"),
+    ({"label_dropout": 1.5, "null_label": 3}, ValueError, "label_dropout"),
+    ({"label_dropout": float("nan"), "null_label": 3}, ValueError, "label_dropout"),
+    ({"label_dropout": "0.1", "null_label": 3}, TypeError, "label_dropout"),
+    ({"label_dropout": 0.1}, ValueError, "null_label"),
+    ({"null_label": -1}, ValueError, "null_label"),
+    ({"null_label": 3.0}, TypeError, "null_label"),
+]
+
+
+@pytest.mark.parametrize(("options", "error", "match"), BAD_CONDITIONAL_FACTORY_CALLS)
+def test_bad_label_dropout_or_null_label_is_named(options, error, match):
+    with pytest.raises(error, match=match):
+        objective.denoising_loss(conditional_mlp_score, **options)
+
+
+CONDITIONAL_LOSS = objective.denoising_loss(conditional_mlp_score, null_label=NUM_CLASSES)
+BAD_CONDITIONAL_LOSS_CALLS = [
+    # A labelled pair for an unconditional loss, and a bare batch for a conditional one.
+    (objective.denoising_loss(mlp_score), (BATCH, LABELS), TypeError, "null_label"),
+    (CONDITIONAL_LOSS, BATCH, TypeError, r"pair \(x, labels\)"),
+    (CONDITIONAL_LOSS, (BATCH, LABELS.astype(jnp.float32)), TypeError, "labels must be integers"),
+    (CONDITIONAL_LOSS, (BATCH, LABELS[:3]), ValueError, r"labels must have shape \(batch_size,\)"),
+    (CONDITIONAL_LOSS, (BATCH, LABELS.at[0].set(4)), ValueError, "labels must lie in"),
+    (CONDITIONAL_LOSS, (BATCH, LABELS.at[0].set(-1)), ValueError, "labels must lie in"),
+    (
+        objective.denoising_loss(mlp_score, null_label=NUM_CLASSES),
+        (BATCH, LABELS),
+        ValueError,
+        r"score_fn\(params, x, beta, label\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("loss_fn", "batch", "error", "match"), BAD_CONDITIONAL_LOSS_CALLS)
+def test_bad_conditional_batches_and_models_are_named(loss_fn, batch, error, match):
+    with pytest.raises(error, match=match):
+        loss_fn(CONDITIONAL_PARAMS, jax.random.key(0), batch)
+
+
+def test_an_unlabelled_list_batch_is_not_mistaken_for_a_pair():
+    loss_fn = objective.denoising_loss(mlp_score)
+    rows = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]
+    np.testing.assert_array_equal(
+        loss_fn(SCORE_PARAMS, jax.random.key(0), rows),
+        loss_fn(SCORE_PARAMS, jax.random.key(0), jnp.asarray(rows)),
+    )

@@ -59,7 +59,9 @@ def test_ddim_with_eta_0_is_the_first_order_dpm_solver(float64_case):
     noise_schedule, x_T = float64_case
     with jax.enable_x64(True):
         ddim = solvers.ddim_sample(jax.random.key(3), mixture_score, noise_schedule, x_T, 25)
-        first_order = solvers.dpm_solver_sample(mixture_score, noise_schedule, x_T, 25, order=1)
+        first_order = solvers.dpm_solver_sample(
+            mixture_score, noise_schedule, x_T, 25, order=1, spacing="linear"
+        )
     np.testing.assert_allclose(ddim.samples, first_order.samples, rtol=1e-10, atol=1e-10)
 
 
@@ -109,7 +111,7 @@ def test_ddim_and_dpm_solver_converge_to_the_probability_flow_at_their_orders(fl
                     )
                 else:
                     out = solvers.dpm_solver_sample(
-                        mixture_score, noise_schedule, x_T, num_steps, order=order
+                        mixture_score, noise_schedule, x_T, num_steps, order=order, spacing="linear"
                     )
                 errors.append(np.sqrt(np.mean(np.sum((out.samples - reference) ** 2, -1))))
             rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))

@@ -1,6 +1,7 @@
 """Noise-conditional score and energy networks: shapes, the ε-prediction scale, the
-energy's score and integrability, validation, batching, and a short training run of
-eq. (11.16) on a Gaussian whose perturbed score is known in closed form."""
+energy's score and integrability, validation, batching, a short training run of
+eq. (11.16) on a Gaussian whose perturbed score is known in closed form, and the
+class-conditional models of classifier-free guidance."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ebm_jax.models.noise_conditional import (
     NoiseConditionalEnergy,
     NoiseConditionalScore,
     noise_level_features,
+    null_label,
 )
 
 KEY = jax.random.key(0)
@@ -440,3 +442,151 @@ def test_training_on_a_gaussian_learns_the_perturbed_score(form):
         np.mean(np.sum((score - exact) ** 2, -1)) / np.mean(np.sum(exact**2, -1))
     )
     assert relative_error(learned) < 0.02 < relative_error(exact_perturbed_score(perturbed, 0.35))
+
+
+# -- class-conditional models (classifier-free guidance) ----------------------------------
+
+NUM_CLASSES = 3  # labels 0, 1, 2 and the null label 3
+
+
+@functools.cache
+def conditional_params(form):
+    return make_model(form, "plain", num_classes=NUM_CLASSES).init(KEY, jnp.zeros(2), 0.5, 0)
+
+
+@pytest.mark.parametrize("form", ["score", "energy"])
+@pytest.mark.parametrize("setting, dimension", [("toy_2d", 2), ("digits_8x8", 64)])
+def test_conditional_settings_give_shapes_dtypes_and_a_table_with_a_null_row(
+    form, setting, dimension
+):
+    model = getattr(FORMS[form], setting)(num_classes=10)
+    assert null_label(model) == 10
+    xs, betas, labels = jnp.ones((4, dimension)), jnp.full(4, 0.3), jnp.array([0, 5, 9, 10])
+
+    def init_and_apply(xs, betas, labels):
+        params = model.init(KEY, xs[0], betas[0], labels[0])
+        apply = jax.vmap(model.apply, in_axes=(None, 0, 0, 0))
+        score = jax.vmap(score_fn_of(model), in_axes=(None, 0, 0, 0))
+        return params, apply(params, xs, betas, labels), score(params, xs, betas, labels)
+
+    params, output, score = jax.eval_shape(init_and_apply, xs, betas, labels)
+    assert params["params"]["Embed_0"]["embedding"].shape == (11, model.embedding_size)
+    assert output.shape == ((4, dimension) if form == "score" else (4,))
+    assert output.dtype == score.dtype == jnp.float32
+    assert score.shape == (4, dimension)
+
+
+@pytest.mark.parametrize("form", ["score", "energy"])
+def test_each_label_gives_its_own_output_through_its_own_embedding_row(form):
+    """Labels 0..K (K the null label) give distinct, finite scores; the gradient of one
+    label's score reaches that label's row of the table and no other."""
+    model = make_model(form, "plain", num_classes=NUM_CLASSES)
+    params = conditional_params(form)
+    x, beta = jnp.array([0.4, -0.8]), 0.2
+    score_fn = score_fn_of(model)
+
+    @jax.jit
+    def outputs_and_gradient(params, labels):
+        apply = jax.vmap(model.apply, in_axes=(None, None, None, 0))(params, x, beta, labels)
+        scores = jax.vmap(score_fn, in_axes=(None, None, None, 0))(params, x, beta, labels)
+        gradient = jax.grad(lambda params: jnp.sum(score_fn(params, x, beta, labels[1])))(params)
+        return apply, scores, gradient
+
+    outputs, scores, gradient = outputs_and_gradient(params, jnp.arange(NUM_CLASSES + 1))
+    scores = np.asarray(scores)
+    assert np.all(np.isfinite(scores))
+    for first in range(NUM_CLASSES + 1):
+        for second in range(first):
+            assert np.max(np.abs(scores[first] - scores[second])) > 1e-6, (first, second)
+    row_norms = np.abs(np.asarray(gradient["params"]["Embed_0"]["embedding"])).sum(axis=1)
+    assert row_norms[1] > 0
+    np.testing.assert_array_equal(np.delete(row_norms, 1), 0.0)
+    # An eager call, with the concrete-label checks, agrees with the batch.
+    np.testing.assert_allclose(
+        model.apply(params, x, beta, null_label(model)), outputs[-1], rtol=1e-5
+    )
+    if form == "score":
+        noise = model.apply(params, x, beta, 1, method=model.predict_noise)
+        np.testing.assert_allclose(-noise / np.sqrt(beta), scores[1], rtol=1e-5)
+
+
+def test_unconditional_model_has_no_label_table_and_its_parameters_are_unchanged():
+    """num_classes only adds the table: the other parameters keep their names and shapes."""
+    conditional = jax.tree.map(jnp.shape, conditional_params("score"))["params"]
+    unconditional = jax.tree.map(jnp.shape, initial_params("score", "plain"))["params"]
+    assert "Embed_0" not in unconditional
+    assert conditional.pop("Embed_0") == {"embedding": (NUM_CLASSES + 1, SMALL["embedding_size"])}
+    assert conditional == unconditional
+
+
+@pytest.mark.parametrize("form", ["score", "energy"])
+def test_wrong_labels_raise_named_errors(form):
+    conditional = make_model(form, "plain", num_classes=NUM_CLASSES)
+    params = conditional_params(form)
+    x = jnp.zeros(2)
+    with pytest.raises(TypeError, match=r"class-conditional.*label"):
+        conditional.apply(params, x, 0.5)
+    with pytest.raises(TypeError, match="label must be an integer"):
+        conditional.apply(params, x, 0.5, 1.0)
+    with pytest.raises(TypeError, match="label must be an integer"):
+        conditional.apply(params, x, 0.5, True)
+    with pytest.raises(ValueError, match="label must be a scalar"):
+        conditional.apply(params, x, 0.5, jnp.array([0, 1]))
+    for label in (-1, NUM_CLASSES + 1):
+        with pytest.raises(ValueError, match=r"label must lie in \{0, ..., 3\}"):
+            conditional.apply(params, x, 0.5, label)
+    # Under jit a label cannot be checked: out of range, the output is NaN, not another row.
+    jitted = jax.jit(conditional.apply)
+    for label in (-1, NUM_CLASSES + 1):
+        assert np.all(np.isnan(np.asarray(jitted(params, x, 0.5, label))))
+    unconditional = make_model(form, "plain")
+    with pytest.raises(TypeError, match="unconditional"):
+        unconditional.apply(initial_params(form, "plain"), x, 0.5, 0)
+
+
+@pytest.mark.parametrize(
+    "num_classes, error", [(0, ValueError), (2.0, TypeError), (True, TypeError)]
+)
+def test_bad_num_classes_raises_and_null_label_needs_a_conditional_model(num_classes, error):
+    with pytest.raises(error, match="num_classes"):
+        NoiseConditionalScore(**SMALL, num_classes=num_classes)
+    with pytest.raises(ValueError, match="num_classes"):
+        null_label(NoiseConditionalScore(**SMALL))
+    with pytest.raises(TypeError, match="model"):
+        null_label(nn.Dense(3))
+
+
+# -- the energy's integrability: activations of at most linear growth ---------------------
+
+LINEAR_GROWTH = [nn.swish, nn.softplus, nn.tanh, nn.gelu, nn.elu, nn.sigmoid]  # nn.silu is nn.swish
+SUPERLINEAR_GROWTH = {"square": lambda t: t**2, "exp": jnp.exp, "sinh": jnp.sinh}
+
+
+@pytest.mark.parametrize("activation", LINEAR_GROWTH, ids=lambda a: a.__name__)
+def test_energy_accepts_activations_of_at_most_linear_growth(activation):
+    NoiseConditionalEnergy(**SMALL, activation=activation)
+    # The probe is a growth ratio, so a scaled Lipschitz activation passes too.
+    NoiseConditionalEnergy(**SMALL, activation=lambda t: 3.0 * activation(t) + 5.0)
+
+
+@pytest.mark.parametrize("name", sorted(SUPERLINEAR_GROWTH))
+def test_energy_with_an_envelope_rejects_superlinear_activations(name):
+    """t², eᵗ and sinh t break the envelope's integrability: rejected with the envelope on,
+    unless residual blocks with layer norm bound the last features; accepted otherwise."""
+    activation = SUPERLINEAR_GROWTH[name]
+    with pytest.raises(ValueError, match="activation must grow at most linearly"):
+        NoiseConditionalEnergy(**SMALL, activation=activation)
+    with pytest.raises(ValueError, match="activation"):
+        NoiseConditionalEnergy(**SMALL, activation=activation, residual=True)
+    NoiseConditionalEnergy(**SMALL, activation=activation, envelope_scale=None)
+    NoiseConditionalEnergy(**SMALL, activation=activation, residual=True, layer_norm=True)
+    NoiseConditionalScore(**SMALL, activation=activation)
+
+
+def test_growth_probe_runs_when_the_model_is_built_inside_jit():
+    def build(x):
+        model = NoiseConditionalEnergy(**SMALL, activation=SUPERLINEAR_GROWTH["square"])
+        return model.init(KEY, x, 0.5)
+
+    with pytest.raises(ValueError, match="activation must grow at most linearly"):
+        jax.jit(build)(jnp.zeros(2))
