@@ -615,15 +615,22 @@ def annealed_mala_sample(
     """MH-corrected annealed Langevin (MALA) for an energy network (Du et al. 2023).
 
     An energy parametrisation :math:`f_w(x', \\beta)` gives an unnormalised
-    :math:`\\log p_\\beta`, so every level can be sampled *exactly* by MCMC, not
-    just approximately by unadjusted Langevin. At each visited level
+    :math:`\\log p_\\beta`, so each level's kernel can be Metropolis-Hastings
+    corrected: every MALA step leaves its level's :math:`p_{\\bar\\beta_i}`
+    exactly invariant, where an unadjusted Langevin step has a bias that grows
+    with its step. The output is still not an exact sample of
+    :math:`p_{\\bar\\beta_{\\min}}`: ``K`` steps per level do not mix a level
+    from where the previous one left off, so what remains is the mixing error of
+    finitely many steps, which more steps per level shrink, not a bias of the
+    kernels. At each visited level
     :math:`\\bar\\beta_i` (noisiest first): ``K = num_steps_per_level`` MALA steps
     (:func:`ebm_jax.samplers.mala`, with its Metropolis-Hastings accept step of
     §11.2.1) on :math:`p_{\\bar\\beta_i} \\propto e^{f_w(\\cdot, \\bar\\beta_i)}` with
 
     .. math:: \\tau_i = \\epsilon\\, \\frac{\\bar\\beta_i}{\\bar\\beta_{\\min}}
 
-    (the step rule of :func:`annealed_langevin_sample`), then the ancestral step
+    (Song & Ermon's rule, uncapped: a too-large step is rejected, not
+    divergent), then the ancestral step
     (see :func:`ancestral_sample`) to the next level, with the score
     :math:`\\nabla_x f_w` that the MALA state already caches. With
     ``predictor=None`` the levels are only annealed, as in
