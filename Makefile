@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/rbm_digits.py
 	$(PY) benchmarks/diffusion_speed.py
 	$(PY) benchmarks/diffusion_quality.py
+	$(PY) benchmarks/diffusion_guidance.py
+	$(PY) benchmarks/diffusion_ema.py
 
 # One command for accelerators (and CPU): writes benchmarks/results/<device>/accelerator.*
 bench-accel: $(STAMP)

@@ -48,13 +48,13 @@ def test_the_guided_score_is_the_combination_of_the_two():
     labels = jnp.array([0, 1, 1])
     x = jnp.array([[0.3], [-0.7], [2.0]])
     plan = guidance.check_guidance(labels, 2.5, NULL_LABEL, 3, jnp.float32)
-    guided = guidance.batched(class_score, plan)(x, 0.2)
-    conditional = jax.vmap(class_score, (0, None, 0))(x, 0.2, labels)
-    unconditional = jax.vmap(class_score, (0, None, None))(x, 0.2, NULL_LABEL)
+    guided = jax.jit(guidance.batched(class_score, plan))(x, 0.2)
+    conditional = jax.jit(jax.vmap(class_score, (0, None, 0)))(x, 0.2, labels)
+    unconditional = jax.jit(jax.vmap(class_score, (0, None, None)))(x, 0.2, NULL_LABEL)
     np.testing.assert_allclose(
         guided, unconditional + 2.5 * (conditional - unconditional), rtol=1e-6
     )
-    single = guidance.per_sample(class_score, plan)(x[1], 0.2, labels[1])
+    single = jax.jit(guidance.per_sample(class_score, plan))(x[1], 0.2, labels[1])
     np.testing.assert_allclose(single, guided[1], rtol=1e-6)
 
 
