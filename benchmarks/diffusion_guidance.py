@@ -172,6 +172,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Classifier-free guidance on 8×8 digits",
         "",
+        f"{report['environment']['device_kind']} ({report['environment']['backend']}); jax "
+        f"{report['environment']['jax']}; {report['environment']['date']}. Command: "
+        "`python benchmarks/diffusion_guidance.py`. Networks trained with label dropout "
+        f"{report['label_dropout']}: "
+        + ", ".join(f"{k} {v['num_steps']} steps" for k, v in report["training"].items())
+        + ".",
+        "",
         f"{report['samples_per_class']} samples per class; classifier test accuracy "
         f"{report['classifier_test_accuracy']:.3f}; Fréchet floor (train subset vs test) "
         f"{report['frechet_floor']:.2f}. Hit rate: fraction of a class's samples the "
