@@ -3,7 +3,9 @@
 One noise-conditional score network (``NoiseConditionalScore.digits_8x8()``)
 is fitted to the denoising objective (11.16) with the ε weighting on the
 linear schedule with :math:`T = 1000`, by Adam with a cosine-decayed step
-(batch 256), as in ``diffusion_quality.py``, with ``fit(..., ema_decay=λ)``:
+(or, with ``--constant-learning-rate``, a constant one, Ho et al. 2020's
+recipe, written to ``diffusion_ema_constant_lr.*``; batch 256), as in
+``diffusion_quality.py``, with ``fit(..., ema_decay=λ)``:
 besides the last iterate :math:`\\theta_T` it returns the exponential moving
 average
 
@@ -84,7 +86,9 @@ def train(
     init_key, fit_key = jax.random.split(rng_key)
     params = model.init(init_key, jnp.zeros(train_images.shape[1]), 0.5)
     loss_fn = ej.diffusion.denoising_loss(model.apply, schedule=schedule, weighting="epsilon")
-    step_schedule = optax.cosine_decay_schedule(args.learning_rate, args.steps, alpha=0.05)
+    step_schedule: Any = args.learning_rate
+    if not args.constant_learning_rate:
+        step_schedule = optax.cosine_decay_schedule(args.learning_rate, args.steps, alpha=0.05)
     start = time.perf_counter()
     result = ej.training.fit(
         fit_key,
@@ -202,8 +206,9 @@ def markdown(report: dict[str, Any]) -> str:
     )
     setup = (
         "One `NoiseConditionalScore.digits_8x8()` fitted to eq. (11.16), ε weighting, "
-        f"linear schedule T={NUM_SCHEDULE_STEPS}, Adam (cosine from "
-        f"{settings['learning_rate']}), batch {settings['batch_size']}, {settings['steps']} "
+        f"linear schedule T={NUM_SCHEDULE_STEPS}, Adam ("
+        + ("constant " if settings.get("constant_learning_rate") else "cosine from ")
+        + f"{settings['learning_rate']}), batch {settings['batch_size']}, {settings['steps']} "
         f"steps ({training['seconds']:.0f} s, final loss {training['final_loss']:.4f}), "
         f"`ema_decay={settings['decay']}` (the initial parameters keep the weight "
         f"λ^T = {training['initial_params_weight']:.2g} in the average). Ancestral sampler, "
@@ -227,6 +232,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-seeds", type=int, default=None, help="sampling seeds (3)")
     parser.add_argument("--classifier-steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--constant-learning-rate",
+        action="store_true",
+        help="Adam with a constant step (Ho et al.'s recipe) instead of the cosine decay",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     argv = sys.argv[1:] if argv is None else argv
@@ -246,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out
     if out is None and not args.quick:
         device_dir = re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device_kind"])
-        out = RESULTS_DIR / device_dir / "diffusion_ema.json"
+        name = "diffusion_ema_constant_lr" if args.constant_learning_rate else "diffusion_ema"
+        out = RESULTS_DIR / device_dir / f"{name}.json"
     print(
         f"jax {env['jax']} on {env['backend']}; digits, {args.steps} Adam steps with "
         f"ema_decay={args.decay}; ancestral sampler, {args.sample_steps} steps, "
@@ -287,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "num_seeds": args.num_seeds,
             "classifier_steps": args.classifier_steps,
             "learning_rate": args.learning_rate,
+            "constant_learning_rate": args.constant_learning_rate,
             "batch_size": BATCH_SIZE,
             "schedule": f"linear_schedule({NUM_SCHEDULE_STEPS})",
             "weighting": "epsilon",
