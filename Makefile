@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m ruff check ebm_jax tests benchmarks
 	$(PY) -m ruff format --check ebm_jax tests benchmarks
 	$(PY) -m mypy
-	$(PY) -m pytest -n auto --doctest-modules ebm_jax tests
+	$(PY) -m pytest -n auto --maxschedchunk 1 --doctest-modules ebm_jax tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/samplers.py

@@ -10,6 +10,11 @@ import numpy as np
 
 Z = 4.0  # a 4-sigma gate: a false alarm ~6e-5 per assertion
 
+# The environment of a subprocess that checks what runs and what it returns, not how fast:
+# JAX traces, and XLA's HLO passes optimise, the same programs, but XLA's backend (LLVM)
+# optimisations are skipped, a large part of the compile time that dominates such runs.
+QUICK_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
 
 def assert_mean_within_mcse(per_chain_estimates, truth, z: float = Z, what: str = "mean"):
     """Gate |E_hat - truth| < z * MCSE, with MCSE from independent chains.

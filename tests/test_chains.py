@@ -117,6 +117,7 @@ SHARDING_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_over_four_devices_gives_the_same_numbers(tmp_path):
     outputs = {
         devices: run_on_forced_host_devices(

@@ -31,6 +31,7 @@ def _as_dict(flat):
     return {"theta_trans": flat[..., :8], "mu": flat[..., 8], "tau": flat[..., 9]}
 
 
+@pytest.mark.slow
 def test_numpyro_model_to_arviz():
     """One test, one NumPyro model build: its density, then the pipeline."""
     logdensity_fn = numpyro_fn = eight_schools.logdensity_fn()

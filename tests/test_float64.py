@@ -13,11 +13,14 @@ caught here.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.helpers import QUICK_COMPILE_ENV
 
 SCRIPT = textwrap.dedent(
     """
@@ -109,10 +112,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_inputs_keep_their_dtype_under_x64(dtype):
+    # Dtypes are fixed when JAX traces, before XLA's backend runs (QUICK_COMPILE_ENV).
+    env = dict(os.environ, **QUICK_COMPILE_ENV)
     completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, dtype], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, dtype], capture_output=True, text=True, timeout=600, env=env
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert completed.stdout.split() == ["ok", dtype]

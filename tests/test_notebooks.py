@@ -9,12 +9,17 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.helpers import QUICK_COMPILE_ENV
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("EBM_JAX_FAST", "1")
+    for name, value in QUICK_COMPILE_ENV.items():  # at toy sizes a notebook is compile-bound
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv(
         "PYTHONPATH", str(path.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")
