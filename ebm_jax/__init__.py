@@ -11,6 +11,7 @@ sampling) or exactly, for small RBMs.
 """
 
 from ebm_jax import (
+    checkpoint,
     data,
     densities,
     diagnostics,
@@ -25,12 +26,13 @@ from ebm_jax import (
 from ebm_jax.chains import ChainInfo, ChainResult, run_chains
 from ebm_jax.scores import from_energy, score
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ChainInfo",
     "ChainResult",
     "__version__",
+    "checkpoint",
     "data",
     "densities",
     "diagnostics",

@@ -386,8 +386,16 @@ def _depends_on_input(fn: Callable[[Any], list[Array]], example: Any) -> list[bo
 
 
 def _check_options(
-    num_steps: int, num_burnin: int, thin: int, collect: str, chunk_size: int | None
+    rng_key: Any,
+    num_steps: int,
+    num_burnin: int,
+    thin: int,
+    collect: str,
+    collect_info: Any,
+    chunk_size: int | None,
 ) -> tuple[int, int, int, int | None]:
+    """:func:`run_chains`' options checked, naming the bad one; the counts as Python ints."""
+    check_key(rng_key)
     num_steps = check_int(num_steps, "num_steps", 1)
     num_burnin = check_int(num_burnin, "num_burnin", 0)
     thin = check_int(thin, "thin", 1)
@@ -397,6 +405,8 @@ def _check_options(
         raise ValueError(f'collect must be "samples" or "stats", got {collect!r}')
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
+    if not isinstance(collect_info, (bool, np.bool_)):
+        raise TypeError(f"collect_info must be a bool, got {type(collect_info).__name__}")
     return num_steps, num_burnin, thin, chunk_size
 
 
@@ -534,25 +544,16 @@ def run_chains(
       >>> jax.tree.map(jnp.shape, result.samples)
       {'mu': (8, 50), 'theta': (8, 50, 3)}
     """
-    check_key(rng_key)
     num_steps, num_burnin, thin, chunk_size = _check_options(
-        num_steps, num_burnin, thin, collect, chunk_size
+        rng_key, num_steps, num_burnin, thin, collect, collect_info, chunk_size
     )
-    if not isinstance(collect_info, (bool, np.bool_)):
-        raise TypeError(f"collect_info must be a bool, got {type(collect_info).__name__}")
     positions, num_chains = _check_positions(initial_positions)
     kernel, arrays = _check_kernel(algorithm, chain_parameters, num_chains)
 
     mesh = _chain_mesh(num_chains)
     chain_keys = _shard(jax.random.split(rng_key, num_chains), mesh)
     positions = _shard(positions, mesh)
-    if kernel.in_axes == 0:
-        arrays = _shard(arrays, mesh)
-    elif kernel.in_axes is not None:
-        arrays = [
-            _shard(array, mesh) if axis == 0 else array
-            for array, axis in zip(arrays, kernel.in_axes, strict=True)
-        ]
+    arrays = _shard_kernel_arrays(kernel, arrays, mesh)
     stream = collect == "stats"
     states, accumulator = _init_states(positions, arrays, chain_keys, kernel=kernel, stream=stream)
     _check_initial_logdensity(states)
@@ -561,52 +562,105 @@ def run_chains(
     if chunk_size is None:
         chunk_size = max(1, math.ceil(total / 100)) if _wants_bar(progress) else total
     bar = progress_bar(progress, total, desc="run_chains")
-    run = functools.partial(_run_segment, kernel=kernel, record_info=False)
+    run = _segment_runner(kernel, chain_keys, arrays, bar)
 
     # Burn-in: nothing recorded; acceptance is reset afterwards.
-    done = 0
-    while done < num_burnin:
-        length = min(chunk_size, num_burnin - done)
-        states, accumulator, _, _ = run(
-            states, accumulator, chain_keys, arrays, jnp.int32(done),
-            num_outer=length, thin=1, record=False, stream=False, burnin=True,
-        )  # fmt: skip
-        done += length
-        _advance(bar, length, states)
+    states, accumulator, _, _ = _run_blocks(
+        run, states, accumulator, start=0, num_blocks=num_burnin, thin=1, chunk_size=chunk_size,
+        burnin=True,
+    )  # fmt: skip
     accumulator = accumulator._replace(
         acceptance_sum=jax.tree.map(jnp.zeros_like, accumulator.acceptance_sum)
     )
-
     # Sampling: blocks of `thin` transitions, the last position of each kept.
     num_kept = num_steps // thin
-    blocks_per_chunk = max(1, chunk_size // thin)
     record = collect == "samples"
-    kept_chunks, info_chunks = [], []
-    kept = 0
-    while kept < num_kept:
-        blocks = min(blocks_per_chunk, num_kept - kept)
-        states, accumulator, chunk, info_chunk = run(
-            states, accumulator, chain_keys, arrays, jnp.int32(done),
-            num_outer=blocks, thin=thin, record=record, stream=stream,
-            record_info=bool(collect_info), burnin=False,
-        )  # fmt: skip
-        kept_chunks.append(chunk)
-        info_chunks.append(info_chunk)
-        kept += blocks
-        done += blocks * thin
-        _advance(bar, blocks * thin, states)
-    leftover = total - done  # num_steps not a multiple of thin: run, keep nothing
-    if leftover:
-        states, accumulator, _, _ = run(
-            states, accumulator, chain_keys, arrays, jnp.int32(done),
-            num_outer=leftover, thin=1, record=False, stream=False, burnin=False,
-        )  # fmt: skip
-        _advance(bar, leftover, states)
+    states, accumulator, kept_chunks, info_chunks = _run_blocks(
+        run, states, accumulator, start=num_burnin, num_blocks=num_kept, thin=thin,
+        chunk_size=chunk_size, record=record, stream=stream, collect_info=bool(collect_info),
+    )  # fmt: skip
+    # num_steps not a multiple of thin: the last transitions run in one segment, kept nowhere.
+    leftover = num_steps - num_kept * thin
+    states, accumulator, _, _ = _run_blocks(
+        run, states, accumulator, start=total - leftover, num_blocks=leftover, thin=1,
+        chunk_size=leftover,
+    )  # fmt: skip
     if bar is not None:
         bar.close()
     return _result(
         accumulator, states, kept_chunks, info_chunks, record, collect_info, num_steps, num_kept
     )
+
+
+def _shard_kernel_arrays(kernel: _Kernel, arrays: Any, mesh: Mesh | None) -> Any:
+    """The kernel's arrays with a chain axis split over ``mesh``; shared arrays left whole."""
+    if kernel.in_axes == 0:
+        return _shard(arrays, mesh)
+    if kernel.in_axes is not None:
+        return [
+            _shard(array, mesh) if axis == 0 else array
+            for array, axis in zip(arrays, kernel.in_axes, strict=True)
+        ]
+    return arrays
+
+
+_Segment = tuple[Any, _Accumulator, ArrayTree | None, ChainInfo | None]
+
+
+def _segment_runner(
+    kernel: _Kernel, chain_keys: PRNGKey, arrays: Any, bar: Any
+) -> Callable[..., _Segment]:
+    """A function that runs one :func:`_run_segment` and advances the progress bar.
+
+    ``run(states, accumulator, start, **options)`` makes ``options["num_outer"]
+    * options["thin"]`` transitions from step ``start``.
+    """
+
+    def run(states: Any, accumulator: _Accumulator, start: int, **options: Any) -> _Segment:
+        options = {"record_info": False, **options}
+        segment = _run_segment(
+            states, accumulator, chain_keys, arrays, jnp.int32(start), kernel=kernel, **options
+        )
+        _advance(bar, options["num_outer"] * options["thin"], segment[0])
+        return segment
+
+    return run
+
+
+def _run_blocks(
+    run: Callable[..., _Segment],
+    states: Any,
+    accumulator: _Accumulator,
+    *,
+    start: int,
+    num_blocks: int,
+    thin: int,
+    chunk_size: int,
+    record: bool = False,
+    stream: bool = False,
+    collect_info: bool = False,
+    burnin: bool = False,
+) -> tuple[Any, _Accumulator, list[Any], list[Any]]:
+    """``num_blocks`` blocks of ``thin`` transitions from step ``start``, in chunks.
+
+    The last position of each block is kept (``record``) and folded into the
+    streaming moments (``stream``), or neither; returns the states, the sums
+    and the chunks of kept positions and of their infos.
+    """
+    blocks_per_chunk = max(1, chunk_size // thin)
+    kept_chunks, info_chunks = [], []
+    done = 0
+    while done < num_blocks:
+        blocks = min(blocks_per_chunk, num_blocks - done)
+        states, accumulator, chunk, info_chunk = run(
+            states, accumulator, start + done * thin,
+            num_outer=blocks, thin=thin, record=record, stream=stream,
+            record_info=collect_info, burnin=burnin,
+        )  # fmt: skip
+        kept_chunks.append(chunk)
+        info_chunks.append(info_chunk)
+        done += blocks
+    return states, accumulator, kept_chunks, info_chunks
 
 
 def _concatenate_kept(chunks: list[Any]) -> Any:

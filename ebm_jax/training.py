@@ -20,35 +20,57 @@ randomness does not depend on the device it lands on, so the result equals the
 one-device result up to the order of floating-point reductions. A
 ``batch_size`` the device count does not divide runs on one device.
 
-Checkpoints are msgpack (:func:`flax.serialization.to_bytes`), never pickle,
-written atomically (a temporary file, then :func:`os.replace`), so a crash
-mid-write leaves the previous checkpoint intact.
+Checkpoints are msgpack, never pickle, written atomically, so a crash
+mid-write leaves the previous checkpoint intact (:mod:`ebm_jax.checkpoint`,
+whose names this module re-exports). :func:`load_checkpoint` reads the whole
+:class:`TrainState` back, to resume; :func:`load_params` reads only the
+parameters and their moving average, to sample or evaluate without the
+optimizer. Both check the file and the template first and name what is wrong.
+
+Examples:
+  >>> import os, tempfile
+  >>> import jax, jax.numpy as jnp, optax
+  >>> from ebm_jax import training
+  >>> path = os.path.join(tempfile.mkdtemp(), "run.msgpack")
+  >>> def loss_fn(params, rng_key, batch):
+  ...     return 0.5 * jnp.mean((batch - params["mean"]) ** 2)
+  >>> result = training.fit(
+  ...     jax.random.key(0), loss_fn, {"mean": jnp.zeros(())}, optax.sgd(0.5),
+  ...     jnp.arange(4.0), num_steps=6, batch_size=2, ema_decay=0.5, checkpoint_path=path)
+  >>> saved = training.load_params(path, {"mean": jnp.zeros(())})
+  >>> saved.step, saved.params["mean"] == result.params["mean"]
+  (6, Array(True, dtype=bool))
+  >>> saved.ema_params["mean"] == result.ema_params["mean"]
+  Array(True, dtype=bool)
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ebm_jax._progress import progress_bar
 from ebm_jax._static import FunctionKey
 from ebm_jax._validation import check_callable, check_finite_array, check_int, check_key
+from ebm_jax.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    SavedParams,
+    TrainState,
+    load_checkpoint,
+    load_params,
+    save_checkpoint,
+)
 from ebm_jax.types import Array, ArrayTree, PRNGKey
-
-CHECKPOINT_FORMAT = "ebm_jax.training"
-CHECKPOINT_VERSION = 1
 
 LossFn = Callable[..., Any]
 """``(params, rng_key, batch) -> loss``, or with a loss state
@@ -59,26 +81,6 @@ DataFn = Callable[[PRNGKey, int], ArrayTree]
 
 LogFn = Callable[[int, dict[str, float]], None]
 """``(step, metrics) -> None``, called on the host after each chunk."""
-
-
-class TrainState(NamedTuple):
-    """Everything a training run carries from one step to the next.
-
-    Attributes:
-      step: ``int32`` scalar, the number of steps done.
-      params: the model parameters (a pytree of floating arrays).
-      opt_state: the optax optimizer state.
-      loss_state: the state of a stateful loss (e.g. persistent sampler
-        chains), or ``None``.
-      ema_params: the exponential moving average of the parameters (see
-        :func:`fit`'s ``ema_decay``), or ``None`` when none is kept.
-    """
-
-    step: Array
-    params: ArrayTree
-    opt_state: optax.OptState
-    loss_state: ArrayTree
-    ema_params: ArrayTree = None
 
 
 class FitResult(NamedTuple):
@@ -101,21 +103,6 @@ class FitResult(NamedTuple):
     losses: Array
     state: TrainState
     ema_params: ArrayTree = None
-
-
-class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` returns.
-
-    Attributes:
-      state: the restored pytree (a :class:`TrainState` for :func:`fit`'s files).
-      losses: the loss history saved with it (a NumPy array).
-      header: the header dict: ``format``, ``version``, ``step`` and the
-        metadata given to :func:`save_checkpoint`.
-    """
-
-    state: Any
-    losses: np.ndarray
-    header: dict[str, Any]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -377,189 +364,6 @@ def _place(state: TrainState, mesh: Mesh | None) -> TrainState:
         state.loss_state,
     )
     return replicated._replace(loss_state=loss_state)
-
-
-def _plain(value: Any) -> Any:
-    """Header values as msgpack returns them (tuples and arrays become lists)."""
-    if isinstance(value, (np.ndarray, jax.Array)):
-        return np.asarray(value).tolist()
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _atomic_write(path: str | os.PathLike[str], payload: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    state: Any,
-    losses: Any = None,
-    *,
-    metadata: Mapping[str, Any] | None = None,
-) -> None:
-    """Write a training state to ``path`` as msgpack, atomically.
-
-    The file is a msgpack map ``{"header", "state", "losses"}`` readable by
-    :func:`flax.serialization.msgpack_restore` (never pickle). It is written
-    to a temporary file in the same directory and moved over ``path`` with
-    :func:`os.replace`, so ``path`` always holds a complete checkpoint.
-
-    Under :func:`jax.distributed.initialize`, every process must call it (the
-    arrays split over processes are gathered, a collective); process 0 writes
-    the file and all wait for it, so ``path`` must be on a filesystem every
-    process reads to resume.
-
-    Args:
-      path: the file to write.
-      state: a pytree of arrays, typically a :class:`TrainState` (arrays
-        only: store a PRNG key as :func:`jax.random.key_data`).
-      losses: the loss history to store with it (default: none).
-      metadata: extra header entries (ints, floats, strings, lists of them),
-        checked by :func:`load_checkpoint` with ``expected_metadata``.
-
-    Examples:
-      >>> import os, tempfile
-      >>> import jax.numpy as jnp
-      >>> from ebm_jax import training
-      >>> state = {"w": jnp.arange(3.0)}
-      >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.msgpack")
-      >>> training.save_checkpoint(path, state, metadata={"batch_size": 8})
-      >>> restored = training.load_checkpoint(path, state, expected_metadata={"batch_size": 8})
-      >>> restored.state["w"]
-      Array([0., 1., 2.], dtype=float32)
-    """
-    host_state = _to_host(state)
-    header: dict[str, Any] = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
-    step = getattr(host_state, "step", None)
-    if step is not None:
-        header["step"] = int(step)
-    for name, value in (metadata or {}).items():
-        if name in ("format", "version", "step"):
-            raise ValueError(f"metadata may not set the reserved header entry {name!r}")
-        header[name] = _plain(value)
-    history = np.zeros((0,), np.float32) if losses is None else np.asarray(losses)
-    payload = {"header": header, "state": _state_dict(host_state), "losses": history}
-    if jax.process_index() == 0:
-        _atomic_write(path, serialization.msgpack_serialize(payload))
-    if jax.process_count() > 1:  # nobody reads it before it is complete
-        multihost_utils.sync_global_devices(f"ebm_jax.training.save_checkpoint {path!s}")
-
-
-def _state_dict(state: Any) -> Any:
-    """The state as a msgpack-ready dict; a :class:`TrainState` without an average omits it."""
-    state_dict = serialization.to_state_dict(state)
-    if isinstance(state, TrainState) and state.ema_params is None:
-        # The file then reads as one written before TrainState had ema_params.
-        del state_dict["ema_params"]
-    return state_dict
-
-
-def _restore_ema_entry(path: str | os.PathLike[str], template: Any, state_dict: Any) -> Any:
-    """A saved :class:`TrainState` dict with an ``ema_params`` entry that matches ``template``'s."""
-    if not isinstance(template, TrainState) or not isinstance(state_dict, dict):
-        return state_dict
-    saved_ema = state_dict.get("ema_params")
-    if (saved_ema is None) != (template.ema_params is None):
-        found, expected = ("an", "none") if saved_ema is not None else ("no", "one")
-        raise ValueError(
-            f"checkpoint_path {path!s} holds {found} average of the parameters (ema_params) "
-            f"but the template has {expected}"
-        )
-    return {**state_dict, "ema_params": saved_ema}
-
-
-def _to_host(state: Any) -> Any:
-    """NumPy copies of the leaves; arrays split over several processes are gathered first."""
-
-    def fetch(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
-        return jax.device_get(leaf)
-
-    return jax.tree.map(fetch, state)
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    template: Any,
-    *,
-    expected_metadata: Mapping[str, Any] | None = None,
-) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (or :func:`fit`).
-
-    Args:
-      path: the file to read.
-      template: a pytree with the structure, shapes and dtypes of the saved
-        state (e.g. a freshly initialised :class:`TrainState`).
-      expected_metadata: header entries that must match, e.g.
-        ``{"batch_size": 64}``.
-
-    Returns:
-      A :class:`Checkpoint` whose ``state`` has the structure of ``template``
-      (JAX arrays) and whose ``losses`` is the saved history.
-
-    Raises:
-      ValueError: the file is not an ebm_jax checkpoint, has another format
-        version, a header entry differs from ``expected_metadata``, or the
-        saved state does not match ``template``.
-    """
-    with open(path, "rb") as handle:
-        payload = serialization.msgpack_restore(handle.read())
-    if not isinstance(payload, dict) or not {"header", "state", "losses"} <= payload.keys():
-        raise ValueError(f"checkpoint_path {path!s} is not an ebm_jax checkpoint")
-    header = payload["header"]
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint_path {path!s} has format {header.get('format')!r}, "
-            f"expected {CHECKPOINT_FORMAT!r}"
-        )
-    if header.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"checkpoint_path {path!s} has format version {header.get('version')!r}; "
-            f"this ebm_jax reads version {CHECKPOINT_VERSION}"
-        )
-    for name, expected in (expected_metadata or {}).items():
-        found = header.get(name)
-        if found != _plain(expected):
-            raise ValueError(
-                f"checkpoint_path {path!s} was written with {name}={found!r}, but this run "
-                f"has {name}={_plain(expected)!r}; use a new checkpoint_path or resume=False"
-            )
-    saved_state = _restore_ema_entry(path, template, payload["state"])
-    try:
-        state = serialization.from_state_dict(template, saved_state)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"checkpoint_path {path!s} does not match the template's structure: {exc}"
-        ) from exc
-    saved, expected_leaves = jax.tree.leaves(state), jax.tree.leaves(template)
-    for index, (leaf, reference) in enumerate(zip(saved, expected_leaves, strict=True)):
-        saved_dtype, expected_dtype = jnp.asarray(leaf).dtype, jnp.asarray(reference).dtype
-        if np.shape(leaf) != np.shape(reference) or saved_dtype != expected_dtype:
-            raise ValueError(
-                f"checkpoint_path {path!s} does not match the template: leaf {index} has "
-                f"shape {np.shape(leaf)} and dtype {saved_dtype}, expected "
-                f"{np.shape(reference)} and {expected_dtype}"
-            )
-    state = jax.tree.map(jnp.asarray, state)
-    return Checkpoint(state, np.asarray(payload["losses"]), header)
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -884,6 +688,61 @@ def fit(
       Song & Ermon (2020), *Improved techniques for training score-based
       generative models*, NeurIPS, arXiv:2006.09011.
     """
+    num_steps, batch_size, chunk_size, ema_decay = _check_fit_arguments(
+        rng_key, loss_fn, params, optimizer, num_steps, batch_size, chunk_size, ema_decay,
+        log_fn, checkpoint_path,
+    )  # fmt: skip
+    dataset, data_fn, batch, num_examples = _prepare_data(data, batch_size, rng_key)
+    loss_dtype = _check_loss(loss_fn, params, rng_key, batch, loss_state)
+
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        loss_state,
+        None if ema_decay is None else params,
+    )
+    metadata = _run_metadata(batch_size, num_examples, rng_key, ema_decay)
+    state, history = _start_or_resume(
+        state, checkpoint_path, resume, metadata, num_steps, loss_dtype
+    )
+
+    mesh = _data_mesh(batch_size)
+    state, dataset, decay = _place_run(state, dataset, ema_decay, mesh)
+    run = functools.partial(
+        _run_chunk,
+        loss_fn=loss_fn,
+        optimizer_update=FunctionKey(optimizer.update),
+        data_fn=data_fn,
+        batch_size=batch_size,
+        stateful=loss_state is not None,
+        mesh=mesh,
+    )
+    state = _train_chunks(
+        run, state, (rng_key, dataset, decay), history,
+        num_steps=num_steps, chunk_size=chunk_size, checkpoint_path=checkpoint_path,
+        metadata=metadata, progress=progress, log_fn=log_fn,
+    )  # fmt: skip
+
+    losses = jnp.asarray(np.concatenate(history))
+    return FitResult(
+        state.params, state.opt_state, state.loss_state, losses, state, state.ema_params
+    )
+
+
+def _check_fit_arguments(
+    rng_key: Any,
+    loss_fn: Any,
+    params: Any,
+    optimizer: Any,
+    num_steps: Any,
+    batch_size: Any,
+    chunk_size: Any,
+    ema_decay: Any,
+    log_fn: Any,
+    checkpoint_path: Any,
+) -> tuple[int, int, int, float | None]:
+    """:func:`fit`'s arguments checked, naming the bad one; the numbers as Python numbers."""
     check_key(rng_key)
     check_callable(loss_fn, "loss_fn")
     _check_optimizer(optimizer)
@@ -898,41 +757,55 @@ def fit(
         directory = os.path.dirname(os.path.abspath(checkpoint_path))
         if not os.path.isdir(directory):
             raise ValueError(f"checkpoint_path's directory {directory} does not exist")
+    return num_steps, batch_size, chunk_size, ema_decay
 
-    dataset, data_fn, batch, num_examples = _prepare_data(data, batch_size, rng_key)
-    loss_dtype = _check_loss(loss_fn, params, rng_key, batch, loss_state)
 
-    stateful = loss_state is not None
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        params,
-        optimizer.init(params),
-        loss_state,
-        None if ema_decay is None else params,
-    )
-    metadata = {
+def _run_metadata(
+    batch_size: int, num_examples: int, rng_key: PRNGKey, ema_decay: float | None
+) -> dict[str, Any]:
+    """The header entries a checkpoint must share with the run that resumes from it."""
+    return {
         "batch_size": batch_size,
         "num_examples": num_examples,
         "rng_key": np.asarray(jax.random.key_data(rng_key)).ravel(),
         "ema_decay": ema_decay,
     }
-    history = [np.zeros((0,), loss_dtype)]
-    if checkpoint_path is not None and resume and os.path.exists(checkpoint_path):
-        checkpoint = load_checkpoint(checkpoint_path, state, expected_metadata=metadata)
-        state, history = checkpoint.state, [checkpoint.losses.astype(loss_dtype)]
-        if int(state.step) > num_steps:
-            raise ValueError(
-                f"checkpoint_path {checkpoint_path!s} already holds {int(state.step)} steps, "
-                f"more than num_steps={num_steps}"
-            )
-        if len(checkpoint.losses) != int(state.step):
-            raise ValueError(
-                f"checkpoint_path {checkpoint_path!s} is inconsistent: "
-                f"{len(checkpoint.losses)} losses for {int(state.step)} steps"
-            )
 
-    done = int(state.step)
-    mesh = _data_mesh(batch_size)
+
+def _start_or_resume(
+    state: TrainState,
+    checkpoint_path: str | os.PathLike[str] | None,
+    resume: bool,
+    metadata: dict[str, Any],
+    num_steps: int,
+    loss_dtype: np.dtype,
+) -> tuple[TrainState, list[np.ndarray]]:
+    """The initial ``state`` and an empty loss history, or the checkpoint's to resume from.
+
+    The history's length is the number of steps done: the checkpoint's losses
+    are checked to be one per step.
+    """
+    if checkpoint_path is None or not resume or not os.path.exists(checkpoint_path):
+        return state, [np.zeros((0,), loss_dtype)]
+    checkpoint = load_checkpoint(checkpoint_path, state, expected_metadata=metadata)
+    state, history = checkpoint.state, [checkpoint.losses.astype(loss_dtype)]
+    if int(state.step) > num_steps:
+        raise ValueError(
+            f"checkpoint_path {checkpoint_path!s} already holds {int(state.step)} steps, "
+            f"more than num_steps={num_steps}"
+        )
+    if len(checkpoint.losses) != int(state.step):
+        raise ValueError(
+            f"checkpoint_path {checkpoint_path!s} is inconsistent: "
+            f"{len(checkpoint.losses)} losses for {int(state.step)} steps"
+        )
+    return state, history
+
+
+def _place_run(
+    state: TrainState, dataset: ArrayTree | None, ema_decay: float | None, mesh: Mesh | None
+) -> tuple[TrainState, ArrayTree | None, Array | None]:
+    """The state, the dataset and the decay, on ``mesh``'s devices when there is a mesh."""
     state = _place(state, mesh)
     if mesh is not None and dataset is not None:
         dataset = jax.device_put(dataset, _sharding(mesh, split=False))
@@ -940,34 +813,34 @@ def fit(
     decay = None if ema_decay is None else jnp.asarray(ema_decay, jnp.result_type(float))
     if mesh is not None and decay is not None:
         decay = jax.device_put(decay, _sharding(mesh, split=False))
+    return state, dataset, decay
+
+
+def _train_chunks(
+    run: Callable[..., tuple[TrainState, Array, Array]],
+    state: TrainState,
+    inputs: tuple[PRNGKey, ArrayTree | None, Array | None],
+    history: list[np.ndarray],
+    *,
+    num_steps: int,
+    chunk_size: int,
+    checkpoint_path: str | os.PathLike[str] | None,
+    metadata: dict[str, Any],
+    progress: bool | None,
+    log_fn: LogFn | None,
+) -> TrainState:
+    """The chunks from the steps in ``history`` to ``num_steps``; their losses join ``history``.
+
+    ``run(state, *inputs, num_chunk_steps=..., checked=...)`` runs one chunk.
+    After each, the run is checkpointed, the progress bar advanced and
+    ``log_fn`` called.
+    """
+    done = sum(len(losses) for losses in history)
     bar = progress_bar(progress, num_steps, desc="fit", initial=done)
-    run = functools.partial(
-        _run_chunk,
-        loss_fn=loss_fn,
-        optimizer_update=FunctionKey(optimizer.update),
-        data_fn=data_fn,
-        batch_size=batch_size,
-        stateful=stateful,
-        mesh=mesh,
-    )
     try:
         while done < num_steps:
             length = min(chunk_size, num_steps - done)
-            new_state, chunk_losses, bad_step = run(
-                state, rng_key, dataset, decay, num_chunk_steps=length, checked=False
-            )
-            if int(bad_step) >= 0:
-                # Replay the chunk from its start, guarded: same keys, same batches, so
-                # the same steps up to the first bad one, where the state freezes.
-                new_state, chunk_losses, bad_step = run(
-                    state, rng_key, dataset, decay, num_chunk_steps=length, checked=True
-                )
-            chunk_losses = np.asarray(chunk_losses)
-            bad = int(bad_step)
-            if bad >= 0:
-                good = np.concatenate([*history, chunk_losses[: bad - done]])
-                raise NonFiniteLossError(bad, new_state, good)
-            state = new_state
+            state, chunk_losses = _finite_chunk(run, state, inputs, length, history, done)
             history.append(chunk_losses)
             done += length
             mean_loss = float(np.mean(chunk_losses))
@@ -981,11 +854,36 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+    return state
 
-    losses = jnp.asarray(np.concatenate(history))
-    return FitResult(
-        state.params, state.opt_state, state.loss_state, losses, state, state.ema_params
-    )
+
+def _finite_chunk(
+    run: Callable[..., tuple[TrainState, Array, Array]],
+    state: TrainState,
+    inputs: tuple[PRNGKey, ArrayTree | None, Array | None],
+    length: int,
+    history: list[np.ndarray],
+    done: int,
+) -> tuple[TrainState, np.ndarray]:
+    """One chunk of ``length`` steps from step ``done``: its state and losses, all finite.
+
+    Raises:
+      NonFiniteLossError: a loss or an updated state of the chunk is not
+        finite; it carries the state before that step and the losses before it.
+    """
+    new_state, chunk_losses, bad_step = run(state, *inputs, num_chunk_steps=length, checked=False)
+    if int(bad_step) >= 0:
+        # Replay the chunk from its start, guarded: same keys, same batches, so
+        # the same steps up to the first bad one, where the state freezes.
+        new_state, chunk_losses, bad_step = run(
+            state, *inputs, num_chunk_steps=length, checked=True
+        )
+    losses = np.asarray(chunk_losses)
+    bad = int(bad_step)
+    if bad >= 0:
+        good = np.concatenate([*history, losses[: bad - done]])
+        raise NonFiniteLossError(bad, new_state, good)
+    return new_state, losses
 
 
 __all__ = [
@@ -997,8 +895,10 @@ __all__ = [
     "LogFn",
     "LossFn",
     "NonFiniteLossError",
+    "SavedParams",
     "TrainState",
     "fit",
     "load_checkpoint",
+    "load_params",
     "save_checkpoint",
 ]

@@ -238,10 +238,28 @@ DATA_PARALLEL_SCRIPT = (
     + DATA_PARALLEL_FIT
     + textwrap.dedent(
         """
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
         leaf = fitted.ema_params["mean"]
         assert len(leaf.sharding.device_set) == jax.device_count() == 2, leaf.sharding
         assert leaf.sharding.is_fully_replicated, leaf.sharding
         np.savez(sys.argv[1], params=fitted.params["mean"], ema=leaf)
+
+        # The replicated state's checkpoint gives back the parameters and their average,
+        # bit for bit, replicated like the template; a leaf split over the devices too.
+        path = sys.argv[1] + ".msgpack"
+        training.save_checkpoint(path, fitted.state)
+        saved = training.load_params(path, fitted.params)
+        for restored, trained in [(saved.params, fitted.params), (saved.ema_params, leaf)]:
+            trained = trained["mean"] if isinstance(trained, dict) else trained
+            assert restored["mean"].sharding == trained.sharding, restored["mean"].sharding
+            assert np.array_equal(restored["mean"], trained)
+        split = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+        params = {"w": jax.device_put(jnp.arange(8.0), split)}
+        training.save_checkpoint(path, training.TrainState(jnp.int32(0), params, (), None))
+        restored = training.load_params(path, params).params["w"]
+        assert restored.sharding == split, restored.sharding
+        assert np.array_equal(restored, np.arange(8.0))
         """
     )
 )
