@@ -224,6 +224,7 @@ def plot(report: dict[str, Any], grids: dict[float, np.ndarray], path: Path) -> 
     axes[2].set_yticks([8 * i + 3.5 for i in range(len(scales))], [f"w={w:g}" for w in scales])
     axes[2].set_xticks([8 * c + 3.5 for c in range(NUM_CLASSES)], list(range(NUM_CLASSES)))
     axes[2].set_xlabel("class label")
+    axes[2].set_ylabel("guidance scale w")
     axes[2].set_title(f"{report['grid_sampler']}: one sample per class and w")
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -639,9 +639,12 @@ def plot_curves(reports: list[dict[str, Any]], path: Path) -> None:
     )
     columns = [metric for metric in metrics if any(metric[0] in r["floor"] for r in reports)]
     fig, axes = plt.subplots(
-        len(reports), len(columns), figsize=(4.2 * len(columns), 3.0 * len(reports))
+        len(reports),
+        len(columns),
+        figsize=(4.2 * len(columns), 3.0 * len(reports) + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
-    axes = np.atleast_2d(axes)
     for i, report in enumerate(reports):
         for j, (key, label) in enumerate(columns):
             ax = axes[i, j]
@@ -664,10 +667,11 @@ def plot_curves(reports: list[dict[str, Any]], path: Path) -> None:
             else:
                 ax.set_yscale("log")
             ax.set_title(f"{report['dataset']}: {label}", fontsize=9)
-            ax.set_xlabel("NFE per sample", fontsize=8)
+            ax.set_xlabel("network evaluations (NFE) per sample", fontsize=8)
+            ax.set_ylabel(f"{label} to test data", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
+    fig.suptitle("Diffusion samplers: sample quality against cost (lower is better)")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     print(f"wrote {path}", flush=True)
@@ -687,9 +691,14 @@ def plot_scatter(
         return
     columns = ["test", *dict.fromkeys(name for panels in best for name in panels if name != "test")]
     fig, axes = plt.subplots(
-        len(reports), len(columns), figsize=(2.0 * len(columns), 2.0 * len(reports))
+        len(reports),
+        len(columns),
+        figsize=(2.0 * len(columns), 2.0 * len(reports) + 0.8),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
     )
-    axes = np.atleast_2d(axes)
     for i, (report, panels) in enumerate(zip(reports, best, strict=True)):
         for j, column in enumerate(columns):
             ax = axes[i, j]
@@ -698,17 +707,22 @@ def plot_scatter(
                 ax.scatter(points[:, 0], points[:, 1], s=0.5, alpha=0.5, linewidths=0)
                 if column != "test":
                     row = _best_row(report, column, "mmd2_fine")
-                    ax.set_xlabel(f"{_steps(row)} steps, NFE {row['nfe']}", fontsize=7)
+                    ax.text(0.03, 0.97, f"{_steps(row)} steps\nNFE {row['nfe']}",
+                            transform=ax.transAxes, va="top", fontsize=6)  # fmt: skip
             ax.set_xlim(*ej.data.TOY_BOUNDS[0])
             ax.set_ylim(*ej.data.TOY_BOUNDS[1])
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
             ax.set_aspect("equal")
             if i == 0:
-                ax.set_title(column, fontsize=8)
+                ax.set_title("test data" if column == "test" else column, fontsize=8)
+            if i == len(reports) - 1:
+                ax.set_xlabel("x₁", fontsize=8)
             if j == 0:
-                ax.set_ylabel(report["dataset"], fontsize=8)
-    fig.tight_layout()
+                ax.set_ylabel(f"{report['dataset']}\nx₂", fontsize=8)
+    fig.suptitle(
+        "Each sampler at its best setting by the fine-bandwidth MMD² (up to 2000 points)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     print(f"wrote {path}", flush=True)
@@ -729,12 +743,14 @@ def plot_digits(report: dict[str, Any], panels: dict[str, np.ndarray], path: Pat
     if plt is None:
         return
     names = ["test", *(name for name in panels if name != "test")]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.8))
-    axes = np.atleast_1d(axes)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(2.4 * len(names) + 1.0, 3.4), squeeze=False, layout="constrained"
+    )
+    axes = axes[0]
     best_rows = {name: _best_row(report, name, "fd") for name in names if name != "test"}
     for ax, name in zip(axes, names, strict=True):
         # Ink dark on white, as the digits are drawn.
-        ax.imshow(_mosaic(panels[name][:64], 8), cmap="gray_r", vmin=0, vmax=1)
+        image = ax.imshow(_mosaic(panels[name][:64], 8), cmap="gray_r", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         if name == "test":
@@ -742,7 +758,13 @@ def plot_digits(report: dict[str, Any], panels: dict[str, np.ndarray], path: Pat
         else:
             row = best_rows[name]
             ax.set_title(f"{name}\n{_steps(row)} steps, FD {row['fd']:.1f}", fontsize=8)
-    fig.tight_layout()
+        ax.set_xlabel("64 images, 8×8 pixels each", fontsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="pixel intensity (1 = ink)")
+    fig.suptitle(
+        "Digits from each sampler at its best setting\nby the Fréchet distance (FD) "
+        "to the test images",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}", flush=True)

@@ -407,17 +407,20 @@ def plot_filters(models: dict[str, Any], path: Path) -> None:
     if plt is None:
         print("matplotlib not installed: no plots", flush=True)
         return
-    fig, axes = plt.subplots(1, len(models), figsize=(2.6 * len(models), 2.9))
-    for ax, (name, params) in zip(np.atleast_1d(axes), models.items(), strict=True):
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(2.8 * len(models) + 1.0, 3.6), squeeze=False, layout="constrained"
+    )
+    for ax, (name, params) in zip(axes[0], models.items(), strict=True):
         weights = np.asarray(params["params"]["weights"]).T  # (16, 64): one filter per row
         # Each filter on its own symmetric scale: their norms differ a lot.
         scaled = weights / np.max(np.abs(weights), axis=1, keepdims=True)
-        ax.imshow(_mosaic(scaled, 4), cmap="RdBu_r", vmin=-1, vmax=1)
+        image = ax.imshow(_mosaic(scaled, 4), cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_title(name)
+        ax.set_xlabel(f"{len(weights)} hidden units, 8×8 pixels each", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("RBM filters W[:, j] (seed 0; red +, blue −, each scaled to its max |w|)")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.8, label="W[i, j] ÷ max |W[:, j]| (0 is white)")
+    fig.suptitle("RBM filters W[:, j], one 8×8 image per hidden unit j (seed 0)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}", flush=True)
@@ -427,14 +430,17 @@ def plot_samples(panels: dict[str, np.ndarray], path: Path) -> None:
     plt = _pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
-    for ax, (name, images) in zip(np.atleast_1d(axes), panels.items(), strict=True):
-        ax.imshow(_mosaic(images, 8), cmap="gray_r", vmin=0, vmax=1)
-        ax.set_title(name)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.8 * len(panels) + 1.0, 3.6), squeeze=False, layout="constrained"
+    )
+    for ax, (name, images) in zip(axes[0], panels.items(), strict=True):
+        image = ax.imshow(_mosaic(images, 8), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title("training data" if name == "data" else name)
+        ax.set_xlabel(f"{len(images)} images, 8×8 pixels each", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("training data and exact model samples, shown as E[v | h] (seed 0)")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.8, label="pixel value; for samples P(on | h) = E[v | h]")
+    fig.suptitle("Training data and exact model samples, shown as E[v | h] (seed 0)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}", flush=True)
@@ -444,7 +450,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     finals = [report["methods"][name]["summary"]["test_ll"] for name in METHODS]
     panels = (
@@ -472,7 +478,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{title} (thin: seeds, thick: mean)", fontsize=10)
     axes[2].legend(fontsize=8)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.suptitle("RBMs on binarised 8×8 digits: exact log-likelihood during training")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}", flush=True)

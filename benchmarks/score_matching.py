@@ -371,7 +371,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         print("matplotlib not installed: no plot", flush=True)
         return
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
     for method in METHODS:
         points = [
             (row["dim"], row["seconds_per_step"][method])
@@ -383,8 +383,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.plot(dims, np.asarray(seconds) * 1e3, "o-", label=method)
     ax.set(xscale="log", yscale="log", xlabel="data dimension d", ylabel="ms per training step")
     ax.set_title(f"MLP {HIDDEN_SIZES}, batch {BATCH_SIZE}, {jax.default_backend()}")
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(title="objective")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"wrote {path}", flush=True)

@@ -412,28 +412,54 @@ def plot(
         columns.append(method)
         if f"{method}_negatives" in grids[0]:
             columns.append(f"{method}_negatives")
-    extent = [*ej.data.TOY_BOUNDS[0], *ej.data.TOY_BOUNDS[1]]
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.2 * len(columns), 2.2 * len(rows)))
-    axes = np.atleast_2d(axes)
+    bounds = ej.data.TOY_BOUNDS
+    extent = [*bounds[0], *bounds[1]]
+    fig, axes = plt.subplots(
+        len(rows),
+        len(columns),
+        figsize=(2.3 * len(columns) + 1.2, 2.3 * len(rows) + 1.0),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    image = None
     for i, (row, grid) in enumerate(zip(rows, grids, strict=True)):
         for j, column in enumerate(columns):
             ax = axes[i, j]
             if column not in grid:  # the run failed
-                ax.set_axis_off()
+                ax.text(0.5, 0.5, "failed", transform=ax.transAxes, ha="center", va="center")
+                ax.set_aspect("equal")
             elif column == "data" or column.endswith("_negatives"):
-                ax.hist2d(*grid[column].T, bins=100, range=ej.data.TOY_BOUNDS, cmap="viridis")
+                # Points as a histogram, scaled like the densities: each panel to its maximum.
+                counts, _, _ = np.histogram2d(*grid[column].T, bins=100, range=bounds)
+                image = ax.imshow(counts.T / np.max(counts), origin="lower", extent=extent,
+                                  cmap="viridis", vmin=0)  # fmt: skip
             else:
-                ax.imshow(grid[column], origin="lower", extent=extent, cmap="viridis")
-                ax.set_xlabel(f"NLL {row[column]['runs'][0]['test_nll']:.3f}", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+                values = grid[column]
+                image = ax.imshow(values / np.max(values), origin="lower", extent=extent,
+                                  cmap="viridis", vmin=0)  # fmt: skip
+                nll = row[column]["runs"][0]["test_nll"]
+                ax.text(0.03, 0.97, f"NLL {nll:.3f}", transform=ax.transAxes, va="top",
+                        fontsize=7, color="white")  # fmt: skip
             if i == 0:
                 method = column.removesuffix("_negatives")
                 label = METHOD_LABELS.get(method, column)
+                if column == "data":
+                    label = "training data"
                 ax.set_title(f"{label} chains" if column.endswith("_negatives") else label)
+            if i == len(rows) - 1:
+                ax.set_xlabel("x₁")
             if j == 0:
-                ax.set_ylabel(row["dataset"])
-    fig.tight_layout()
+                ax.set_ylabel(f"{row['dataset']}\nx₂")
+    if image is not None:
+        fig.colorbar(
+            image, ax=axes, shrink=0.6, label="density (or points per bin) ÷ panel maximum"
+        )
+    fig.suptitle(
+        "Contrastive divergence on the 2-D toys: learned densities (seed 0) and the "
+        "chains' negative samples;\nNLL: exact test negative log-likelihood in nats"
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     print(f"wrote {path}", flush=True)

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         from ebm_jax import demo as demo_module
 
         demo_module.main(arguments.out, quick=arguments.quick, seed=arguments.seed)
-        print(f"wrote results to {arguments.out}/")
+        print(f"wrote results to {arguments.out}/" + (" (quick mode)" if arguments.quick else ""))
     return 0
 
 
