@@ -111,8 +111,8 @@ def _split_chains(draws: Array) -> Array:
     return jnp.concatenate([draws[:, :half], draws[:, draws.shape[1] - half :]], axis=0)
 
 
-def _average_ranks(values: Array) -> Array:
-    """1-based ranks of a 1-D array, tied values sharing their average rank."""
+def _doubled_average_ranks(values: Array) -> Array:
+    """Twice the 1-based ranks of a 1-D array (int32, exact), tied values sharing their average."""
     size = values.shape[0]
     order = jnp.argsort(values)
     ordered = values[order]
@@ -122,14 +122,23 @@ def _average_ranks(values: Array) -> Array:
     ends = jnp.concatenate([differs, jnp.ones((1,), bool)])
     first = jax.lax.cummax(jnp.where(starts, positions, 0))
     last = jax.lax.cummin(jnp.where(ends, positions, size - 1), reverse=True)
-    ranks = (first + last + 2).astype(values.dtype) / 2
-    return jnp.zeros_like(ranks).at[order].set(ranks)
+    return jnp.zeros_like(positions).at[order].set(first + last + 2)
 
 
 def _z_scale(draws: Array) -> Array:
-    """Rank-normalise the pooled draws: z = Φ⁻¹((r − 3/8) / (S + 1/4)), Blom (1958)."""
-    ranks = _average_ranks(draws.ravel())
-    return ndtri((ranks - 0.375) / (draws.size + 0.25)).reshape(draws.shape)
+    """Rank-normalise the pooled draws: z = Φ⁻¹((r − 3/8) / (S + 1/4)), Blom (1958).
+
+    Upper ranks go through the complement, z = −Φ⁻¹((S − r + 5/8) / (S + 1/4)), with
+    S − r exact in integers: in float32, (r − 3/8) / (S + 1/4) rounds to 1 (z = ∞) for
+    the largest draw once S exceeds about 2²² draws.
+    """
+    size = draws.size
+    doubled = _doubled_average_ranks(draws.ravel())  # 2r
+    denominator = 2.0 * size + 0.5
+    lower = (doubled.astype(draws.dtype) - 0.75) / denominator
+    upper = ((2 * size - doubled).astype(draws.dtype) + 1.25) / denominator
+    z = jnp.where(lower < 0.5, ndtri(lower), -ndtri(upper))
+    return z.reshape(draws.shape)
 
 
 def _autocovariance(draws: Array) -> Array:

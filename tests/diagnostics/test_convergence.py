@@ -138,3 +138,15 @@ def test_bad_inputs_raise_value_error_naming_the_argument(call, name):
 def test_complex_samples_raise_type_error_naming_the_argument():
     with pytest.raises(TypeError, match="samples"):
         diagnostics.ess(np.zeros((2, 10), complex))
+
+
+def test_rank_normalisation_stays_finite_for_millions_of_draws():
+    """float32 (r − 3/8)/(S + 1/4) rounds to 1 for the top draw above ~2²² draws: z = ∞."""
+    from ebm_jax.diagnostics.convergence import _z_scale
+
+    draws = jax.random.normal(jax.random.key(0), (1280, 4096))  # 1.25 × 2²² draws, float32
+    z = np.asarray(_z_scale(draws)).ravel()
+    assert np.all(np.isfinite(z))
+    # Blom scores are antisymmetric in the rank: the largest draw mirrors the smallest.
+    order = np.argsort(np.asarray(draws).ravel())
+    np.testing.assert_allclose(z[order[-1]], -z[order[0]], rtol=1e-5)
