@@ -36,37 +36,60 @@ def all_binary(num_units, dtype=jnp.float32):
     return jnp.asarray(list(itertools.product([0, 1], repeat=num_units)), dtype)
 
 
+VISIBLE_SCALE = 0.7  # σ of the Gaussian–binary RBMs: not 1, so a σ in the wrong place shows
+
+
 def make_model(kind, num_hidden, dtype=jnp.float32):
     if kind == "binary":
         return BernoulliRBM(num_hidden, param_dtype=dtype)
-    return GaussianBernoulliRBM(num_hidden, visible_scale=0.7, param_dtype=dtype)
+    return GaussianBernoulliRBM(num_hidden, visible_scale=VISIBLE_SCALE, param_dtype=dtype)
 
 
 # -- free energy and the joint ------------------------------------------------------------
 
 
+def numpy_energy(kind, params, visible, hidden, scale=VISIBLE_SCALE):
+    """E(v, h) written out in float64 NumPy, one row per pair.
+
+    Binary: E = −bᵀv − cᵀh − vᵀWh. Gaussian–binary with scale σ:
+    E = ‖v − b‖²/2σ² − cᵀh − vᵀWh/σ².
+    """
+    inner = {name: np.asarray(value, np.float64) for name, value in params["params"].items()}
+    weights, b, c = inner["weights"], inner["visible_bias"], inner["hidden_bias"]
+    interaction = np.einsum("ni,ij,nj->n", visible, weights, hidden)
+    if kind == "binary":
+        return -(visible @ b) - hidden @ c - interaction
+    return (
+        np.sum((visible - b) ** 2, axis=-1) / (2 * scale**2) - hidden @ c - interaction / scale**2
+    )
+
+
 @pytest.mark.parametrize("kind", ["binary", "gaussian"])
 def test_free_energy_is_the_joint_with_hidden_units_summed_out(kind):
-    """f(v) = log Σ_h exp(−E(v, h)) over all 2^H hidden configurations, float64."""
+    """eq. 11.3: f(v) = log Σ_h exp(−E(v, h)), the sum over all 2⁵ hidden configurations
+    done by brute force in NumPy from the energy written out (σ = 0.7 for the
+    Gaussian–binary RBM), float64; and −E itself is ``joint_logdensity``."""
     with jax.enable_x64(True):
         model = make_model(kind, num_hidden=5, dtype=jnp.float64)
         params = random_params(model, 3, seed=0, dtype=jnp.float64)
-        hidden = all_binary(5, jnp.float64)
+        hidden = np.asarray(list(itertools.product([0.0, 1.0], repeat=5)))
         visibles = (
-            all_binary(3, jnp.float64)
+            np.asarray(list(itertools.product([0.0, 1.0], repeat=3)))
             if kind == "binary"
-            else jax.random.normal(jax.random.key(1), (4, 3), jnp.float64)
+            else 1.5 * np.random.default_rng(1).normal(size=(4, 3))
         )
-
-        @jax.jit
-        def free_energy_and_brute_force(visible):
-            joint = jax.vmap(model.joint_logdensity, in_axes=(None, None, 0))(
-                params, visible, hidden
-            )
-            return model.apply(params, visible), jax.nn.logsumexp(joint)
-
-        free_energy, brute_force = jax.vmap(free_energy_and_brute_force)(visibles)
+        free_energy = jax.vmap(model.apply, in_axes=(None, 0))(params, jnp.asarray(visibles))
+        brute_force = [
+            np.log(np.sum(np.exp(-numpy_energy(kind, params, np.tile(v, (32, 1)), hidden))))
+            for v in visibles
+        ]
         np.testing.assert_allclose(free_energy, brute_force, rtol=1e-12)
+        joint = jax.vmap(model.joint_logdensity, in_axes=(None, None, 0))(
+            params, jnp.asarray(visibles[-1]), jnp.asarray(hidden)
+        )
+        np.testing.assert_allclose(
+            joint, -numpy_energy(kind, params, np.tile(visibles[-1], (32, 1)), hidden), rtol=1e-12
+        )
 
 
 @pytest.mark.parametrize("kind", ["binary", "gaussian"])
@@ -96,7 +119,7 @@ def test_conditionals_are_normalised_ratios_of_the_joint(kind):
             gradient_at_zero = jax.grad(model.joint_logdensity, argnums=1)(
                 params, jnp.zeros(4), hidden
             )
-            expected_mean = 0.7**2 * gradient_at_zero
+            expected_mean = VISIBLE_SCALE**2 * gradient_at_zero
         np.testing.assert_allclose(
             model.visible_mean(params, hidden), expected_mean, rtol=1e-12, atol=1e-12
         )
