@@ -78,7 +78,7 @@ others): it checks that everything runs, not that anything passes.
 References: ``benchmarks/references/<name>.json`` hold the NUTS references
 (32 chains x 4000 draws after 1000 warm-up iterations, per-chain window
 adaptation, float32; the file records how it was made); the posteriordb
-ones are read from ``tests/data/posteriordb`` (or the shared copy).
+ones are read from ``tests/data/posteriordb``.
 """
 
 from __future__ import annotations
@@ -104,10 +104,7 @@ import ebm_jax as ej
 
 DEFAULT_OUT = RESULTS_DIR / "posteriors.json"
 REFERENCES_DIR = Path(__file__).resolve().parent / "references"
-POSTERIORDB_DIRS = (
-    Path(__file__).resolve().parents[1] / "tests" / "data" / "posteriordb",
-    Path("/work/shared/reference_posteriors"),
-)
+POSTERIORDB_DIRS = (Path(__file__).resolve().parents[1] / "tests" / "data" / "posteriordb",)
 MAX_ABS_Z = 4.0
 MAX_RHAT = 1.01
 MALA_TARGET_ACCEPTANCE = 0.574
