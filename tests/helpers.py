@@ -10,9 +10,10 @@ import numpy as np
 
 Z = 4.0  # a 4-sigma gate: a false alarm ~6e-5 per assertion
 
-# The environment of a subprocess that checks what runs and what it returns, not how fast:
-# JAX traces, and XLA's HLO passes optimise, the same programs, but XLA's backend (LLVM)
-# optimisations are skipped, a large part of the compile time that dominates such runs.
+# The environment of the suite (tests/conftest.py) and of its subprocesses, which check
+# what runs and what it returns, not how fast: JAX traces, and XLA's HLO passes optimise,
+# the same programs, but XLA's backend (LLVM) optimisations are skipped, a large part of
+# the compile time that dominates small tests.
 QUICK_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 

@@ -447,6 +447,8 @@ def test_bad_models_and_batches_are_named(loss_fn, params, batch, error, match):
 
 # The unconditional losses of LOSSES at jax.random.key(3) on BATCH, computed before
 # label dropout existed: the conditional options must not move the unconditional draws.
+# Equal to a few float32 ulps, the room XLA:CPU's code generation has (LLVM's
+# optimisations reassociate float sums); other draws move them by 0.1 or more.
 UNCONDITIONAL_VALUES = {
     "energy_cosine_lecture": 0.6105824708938599,
     "score_continuous_levels_callable_weight": 1.4853471517562866,
@@ -455,10 +457,10 @@ UNCONDITIONAL_VALUES = {
 
 
 @pytest.mark.parametrize("name", sorted(UNCONDITIONAL_VALUES))
-def test_unconditional_loss_is_bitwise_unchanged(name):
+def test_unconditional_loss_is_unchanged(name):
     factory, params = LOSSES[name]
     value = factory()(params, jax.random.key(3), BATCH)
-    np.testing.assert_array_equal(value, np.float32(UNCONDITIONAL_VALUES[name]))
+    np.testing.assert_allclose(value, np.float32(UNCONDITIONAL_VALUES[name]), rtol=5e-7, atol=0)
 
 
 NUM_CLASSES = 3  # labels 0, 1, 2 and the null label 3
