@@ -367,20 +367,20 @@ def perturbed_gaussian_mixture_logdensity(
     data = densities.gaussian_mixture(weights, means, covariances)  # validates by name
     log_weights = jnp.log(data.parameters["weights"])
     component_means = data.parameters["means"]
-    component_covariances = data.parameters["covariances"]
+    # Σ_k = U_k diag(λ_k) U_kᵀ once, so (1 − β)Σ_k + βI = U_k diag((1 − β)λ_k + β) U_kᵀ at
+    # every level with matrix products only: no factorisation per call, which under vmap
+    # over many samples and levels would be a batched LAPACK call per component.
+    eigenvalues, eigenvectors = jnp.linalg.eigh(data.parameters["covariances"])
     dim = component_means.shape[1]
 
     def logdensity_fn(x_prime: Array, beta: Array) -> Array:
         beta = jnp.asarray(beta, component_means.dtype)
-        choleskys = jnp.linalg.cholesky(_perturbed_covariances(component_covariances, beta))
+        variances = (1.0 - beta) * eigenvalues + beta  # (K, d), each > 0 for β in (0, 1)
         residuals = x_prime - jnp.sqrt(1.0 - beta) * component_means
-        whitened = jax.vmap(
-            lambda cholesky, residual: jax.scipy.linalg.solve_triangular(
-                cholesky, residual, lower=True
-            )
-        )(choleskys, residuals)
-        half_log_dets = jnp.sum(jnp.log(jnp.diagonal(choleskys, axis1=-2, axis2=-1)), axis=-1)
-        log_components = -0.5 * jnp.sum(whitened**2, axis=-1) - half_log_dets - 0.5 * dim * _LOG_2PI
+        rotated = jnp.einsum("kij,ki->kj", eigenvectors, residuals)  # U_kᵀ r_k
+        half_log_dets = 0.5 * jnp.sum(jnp.log(variances), axis=-1)
+        squared = jnp.sum(rotated**2 / variances, axis=-1)
+        log_components = -0.5 * squared - half_log_dets - 0.5 * dim * _LOG_2PI
         return jax.nn.logsumexp(log_weights + log_components)
 
     return logdensity_fn
