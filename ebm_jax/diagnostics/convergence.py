@@ -125,20 +125,23 @@ def _doubled_average_ranks(values: Array) -> Array:
     return jnp.zeros_like(positions).at[order].set(first + last + 2)
 
 
-def _z_scale(draws: Array) -> Array:
-    """Rank-normalise the pooled draws: z = Φ⁻¹((r − 3/8) / (S + 1/4)), Blom (1958).
+def _blom_scores(doubled_ranks: Array, size: int, dtype: Any) -> Array:
+    """z = Φ⁻¹((r − 3/8) / (S + 1/4)) from 2r, Blom (1958), finite for any S.
 
     Upper ranks go through the complement, z = −Φ⁻¹((S − r + 5/8) / (S + 1/4)), with
     S − r exact in integers: in float32, (r − 3/8) / (S + 1/4) rounds to 1 (z = ∞) for
     the largest draw once S exceeds about 2²² draws.
     """
-    size = draws.size
-    doubled = _doubled_average_ranks(draws.ravel())  # 2r
     denominator = 2.0 * size + 0.5
-    lower = (doubled.astype(draws.dtype) - 0.75) / denominator
-    upper = ((2 * size - doubled).astype(draws.dtype) + 1.25) / denominator
-    z = jnp.where(lower < 0.5, ndtri(lower), -ndtri(upper))
-    return z.reshape(draws.shape)
+    lower = (doubled_ranks.astype(dtype) - 0.75) / denominator
+    upper = ((2 * size - doubled_ranks).astype(dtype) + 1.25) / denominator
+    return jnp.where(lower < 0.5, ndtri(lower), -ndtri(upper))
+
+
+def _z_scale(draws: Array) -> Array:
+    """Rank-normalise the pooled draws (Vehtari et al. 2021) with Blom's scores."""
+    doubled = _doubled_average_ranks(draws.ravel())
+    return _blom_scores(doubled, draws.size, draws.dtype).reshape(draws.shape)
 
 
 def _autocovariance(draws: Array) -> Array:
