@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-accel lint format clean
+.PHONY: demo test bench bench-accel lint format clean notebooks docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m ebm_jax demo
 
 test: $(STAMP)
-	$(PY) -m ruff check ebm_jax tests benchmarks
-	$(PY) -m ruff format --check ebm_jax tests benchmarks
+	$(PY) -m ruff check ebm_jax tests benchmarks notebooks
+	$(PY) -m ruff format --check ebm_jax tests benchmarks notebooks
 	$(PY) -m mypy
 	$(PY) -m pytest -n auto --maxschedchunk 1 --doctest-modules ebm_jax tests
 
@@ -41,14 +41,22 @@ bench: $(STAMP)
 bench-accel: $(STAMP)
 	$(PY) benchmarks/accelerator.py
 
+# Rebuilds notebooks/*.ipynb from notebooks/build_*.py and executes them in full mode.
+notebooks: $(STAMP)
+	$(PY) notebooks/_execute.py
+
+# The documentation site, warnings as errors (fresh each time, so none hides): docs/_build/html
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -E -b html docs docs/_build/html
+
 lint: $(STAMP)
-	$(PY) -m ruff check ebm_jax tests benchmarks
-	$(PY) -m ruff format --check ebm_jax tests benchmarks
+	$(PY) -m ruff check ebm_jax tests benchmarks notebooks
+	$(PY) -m ruff format --check ebm_jax tests benchmarks notebooks
 	$(PY) -m mypy
 
 format: $(STAMP)
-	$(PY) -m ruff format ebm_jax tests benchmarks
-	$(PY) -m ruff check --fix ebm_jax tests benchmarks
+	$(PY) -m ruff format ebm_jax tests benchmarks notebooks
+	$(PY) -m ruff check --fix ebm_jax tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache docs/_build docs/notebooks

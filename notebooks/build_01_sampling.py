@@ -29,6 +29,7 @@ import numpy as np
 import ebm_jax as ej
 
 FAST = os.environ.get("EBM_JAX_FAST", "0") == "1"
+plt.rcParams.update({"figure.dpi": 80, "figure.constrained_layout.use": True})
 NUM_CHAINS = 256 if FAST else 4096
 NUM_STEPS = 200 if FAST else 2000
 key = jax.random.key(0)""",
@@ -56,10 +57,13 @@ xx, yy = jnp.meshgrid(grid, grid)
 points = jnp.stack([xx.ravel(), yy.ravel()], -1)
 density = jnp.exp(jax.vmap(mixture.logdensity_fn)(points)).reshape(xx.shape)
 exact = mixture.sample(jax.random.key(1), 2000)
-fig, ax = plt.subplots(figsize=(4, 4))
-ax.contour(xx, yy, density, levels=8, colors="k")
-ax.scatter(exact[:, 0], exact[:, 1], s=1, alpha=0.4)
-ax.set_title("mixture: density and exact samples");""",
+fig, ax = plt.subplots(figsize=(4.5, 4.5))
+ax.contour(xx, yy, density, levels=8, colors="k", linewidths=0.8)
+ax.plot([], [], "k-", lw=0.8, label="density contours")
+ax.scatter(exact[:, 0], exact[:, 1], s=1, alpha=0.4, label="exact samples")
+ax.set(xlabel="x₁", ylabel="x₂", title="the mixture: density and exact samples")
+ax.set_aspect("equal")
+ax.legend(loc="upper left", fontsize=8, markerscale=5);""",
     ),
     (
         "md",
@@ -80,7 +84,11 @@ rows = []
 for tau in (0.1, 0.5, 1.0):
     for name, alg, theory in [
         ("ULA (τ, 2τ)", ej.samplers.ula(standard_normal, tau), 1 / (1 - tau / 2)),
-        ("ULA (η, η), lecture", ej.samplers.ula(standard_normal, tau, noise_variance=tau), 1 / (2 - tau)),
+        (
+            "ULA (η, η), lecture",
+            ej.samplers.ula(standard_normal, tau, noise_variance=tau),
+            1 / (2 - tau),
+        ),
         ("MALA (τ, 2τ)", ej.samplers.mala(standard_normal, tau), 1.0),
         ("MALA (η, η), lecture", ej.samplers.mala(standard_normal, tau, noise_variance=tau), 1.0),
     ]:
@@ -103,16 +111,29 @@ proposal helps; the warm-up estimates it from the chains.""",
     (
         "code",
         """initial = jax.random.normal(jax.random.key(3), (NUM_CHAINS, 2))
-warmup = ej.samplers.adapt(jax.random.key(4), "rwmh", banana.logdensity_fn, initial, NUM_STEPS // 2, preconditioner="dense")
+warmup = ej.samplers.adapt(
+    jax.random.key(4), "rwmh", banana.logdensity_fn, initial, NUM_STEPS // 2, preconditioner="dense"
+)
 rwmh = ej.samplers.rwmh(banana.logdensity_fn, **warmup.parameters)
 result = ej.run_chains(jax.random.key(5), rwmh, warmup.states.position, NUM_STEPS)
 print("acceptance", float(result.acceptance_rate.mean()), "(target 0.234)")
 print("mean", result.samples.mean(axis=(0, 1)), "exact", banana.mean)
-print("bulk ESS", ej.diagnostics.ess(result.samples), "R-hat", ej.diagnostics.rhat(result.samples))
-fig, ax = plt.subplots(figsize=(5, 3))
+rhat = ej.diagnostics.rhat(result.samples)
+print("bulk ESS", ej.diagnostics.ess(result.samples), "R-hat", rhat)
+if (rhat > 1.01).any():
+    print("WARNING: R-hat > 1.01: these chains have not mixed; do not trust the mean yet")
+fig, ax = plt.subplots(figsize=(5, 3.5))
 final = result.samples[:, -1]
 ax.scatter(final[:, 0], final[:, 1], s=1, alpha=0.4)
-ax.set_title("RWMH on the banana: final states");""",
+ax.set(xlabel="x₁", ylabel="x₂", title=f"RWMH on the banana: the {NUM_CHAINS} final states");""",
+    ),
+    (
+        "md",
+        """Read R̂ before the mean. Random-walk proposals move slowly along the banana's long,
+curved ridge: a few thousand steps give each chain only a handful of effective draws,
+and R̂ above 1.01 (Vehtari et al. 2021's threshold) says the chains still disagree.
+Longer chains, or proposals that follow the gradient, are the remedy; a sharp R̂ is
+the warning a single long chain cannot give.""",
     ),
     (
         "md",
@@ -125,21 +146,28 @@ returns the parameters.""",
     (
         "code",
         """initial = 3 * jax.random.normal(jax.random.key(6), (NUM_CHAINS, 2))
-warmup = ej.samplers.adapt(jax.random.key(7), "mala", mixture.logdensity_fn, initial, NUM_STEPS // 2)
+warmup = ej.samplers.adapt(
+    jax.random.key(7), "mala", mixture.logdensity_fn, initial, NUM_STEPS // 2
+)
 mala = ej.samplers.mala(mixture.logdensity_fn, **warmup.parameters)
 result = ej.run_chains(jax.random.key(8), mala, warmup.states.position, NUM_STEPS)
 print("parameters", {k: np.asarray(v).round(3) for k, v in warmup.parameters.items()})
 print("acceptance", float(result.acceptance_rate.mean()))
 print("mean", result.samples.mean(axis=(0, 1)), "exact", mixture.mean)
 subset = result.samples[:1000, -1]
-print("KSD", float(ej.diagnostics.kernel_stein_discrepancy(subset, score_fn)),
-      "exact samples", float(ej.diagnostics.kernel_stein_discrepancy(exact[:1000], score_fn)))
-fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-axes[0].plot(warmup.info.acceptance_rate)
-axes[0].axhline(0.574, color="k", ls="--")
-axes[0].set_title("warm-up acceptance")
+print(
+    "KSD",
+    float(ej.diagnostics.kernel_stein_discrepancy(subset, score_fn)),
+    "exact samples",
+    float(ej.diagnostics.kernel_stein_discrepancy(exact[:1000], score_fn)),
+)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot(warmup.info.acceptance_rate, label="mean over chains")
+axes[0].axhline(0.574, color="k", ls="--", label="target 0.574")
+axes[0].set(xlabel="warm-up step", ylabel="acceptance rate", title="MALA warm-up (dual averaging)")
+axes[0].legend(fontsize=8)
 axes[1].plot(result.samples[:4, :, 0].T, lw=0.6)
-axes[1].set_title("trace of x₁");""",
+axes[1].set(xlabel="step after warm-up", ylabel="x₁", title="trace of x₁, 4 of the chains");""",
     ),
     (
         "md",
@@ -159,8 +187,14 @@ spins = jnp.where(jax.random.bernoulli(jax.random.key(9), 0.5, (NUM_CHAINS, side
 result = ej.run_chains(jax.random.key(10), gibbs, spins, NUM_STEPS, num_burnin=100)
 energy = -jax.vmap(jax.vmap(ej.densities.ising(side, coupling).logdensity_fn))(result.samples)
 abs_m = jnp.abs(result.samples.mean(axis=(-1, -2)))
-print(f"<E>   Gibbs {float(energy.mean()):.3f} ± {float(energy.mean(1).std() / NUM_CHAINS**0.5):.3f}   exact {exact_ising.energy:.3f}")
-print(f"<|m|> Gibbs {float(abs_m.mean()):.4f} ± {float(abs_m.mean(1).std() / NUM_CHAINS**0.5):.4f}   exact {exact_ising.abs_magnetization:.4f}")""",
+energy_error = float(energy.mean(1).std() / NUM_CHAINS**0.5)
+abs_m_error = float(abs_m.mean(1).std() / NUM_CHAINS**0.5)
+print(f"<E>   Gibbs {float(energy.mean()):.3f} ± {energy_error:.3f}", end="")
+print(f"   exact {exact_ising.energy:.3f}")
+print(
+    f"<|m|> Gibbs {float(abs_m.mean()):.4f} ± {abs_m_error:.4f}"
+    f"   exact {exact_ising.abs_magnetization:.4f}"
+)""",
     ),
     (
         "md",

@@ -42,6 +42,7 @@ import ebm_jax as ej
 from ebm_jax import partition
 
 FAST = os.environ.get("EBM_JAX_FAST", "0") == "1"
+plt.rcParams.update({"figure.dpi": 80, "figure.constrained_layout.use": True})
 NUM_HIDDEN = 8 if FAST else 16  # few enough that log Z enumerates the hidden layer
 NUM_TRAIN_STEPS = 400 if FAST else 20_000
 NUM_EVALUATIONS = 2 if FAST else 10
@@ -166,7 +167,7 @@ def total_variation(samples):
 
 exact_indices = jax.random.categorical(jax.random.key(2), tiny_logdensities, shape=(num_chains,))
 floor = total_variation(visible_states[exact_indices])
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for offset, (name, sampler) in enumerate(samplers.items()):
     chains = ej.run_chains(jax.random.key(3 + offset), sampler, start, num_gibbs_steps)
     distances = jax.vmap(total_variation, in_axes=1)(chains.samples)
@@ -175,7 +176,8 @@ for offset, (name, sampler) in enumerate(samplers.items()):
     print(f"{name:<38} TV after 1, 3, 10, {num_gibbs_steps} steps: {after}")
 print(f"{'exact samples (the Monte-Carlo floor)':<38} TV {float(floor):.3f}")
 ax.axhline(float(floor), color="k", ls="--", label="exact samples")
-ax.set(xlabel="Gibbs steps from v = 0", ylabel="TV to exact p(v)")
+ax.set(xlabel="Gibbs steps from v = 0", ylabel="TV distance to the exact p(v)")
+ax.set_title(f"{num_chains} chains of the tiny RBM ({2**num_visible_tiny} states)")
 ax.legend(fontsize=8);""",
     ),
     (
@@ -251,11 +253,12 @@ print(f"  RBM at initialisation      {float(test_log_likelihood(initial_params))
 print(f"  RBM trained by CD-1        {cd_history[-1]:8.2f}")
 print(f"  RBM trained by PCD-1       {pcd_history[-1]:8.2f}")
 evaluated_at = steps_per_segment * np.arange(1, NUM_EVALUATIONS + 1)
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
 ax.plot(evaluated_at, cd_history, "o-", label="CD-1")
 ax.plot(evaluated_at, pcd_history, "s-", label="PCD-1")
 ax.axhline(base_rate_test, color="k", ls="--", label="base rate")
-ax.set(xlabel="SGD steps", ylabel="exact test log-likelihood")
+ax.set(xlabel="SGD steps", ylabel="test log-likelihood (nats per image)")
+ax.set_title(f"RBM with {NUM_HIDDEN} hidden units, exact log Z")
 ax.legend();""",
     ),
     (
@@ -270,28 +273,35 @@ how block Gibbs forms a digit from noise and moves between digit classes.""",
         """record_interval = 5 if FAST else 100
 num_sample_steps = 16 * record_interval
 noise = jax.vmap(base_rate.sample)(jax.random.split(jax.random.key(7), 8))
-fig, axes = plt.subplots(3, 16, figsize=(12, 2.6))
+fig = plt.figure(figsize=(12, 3.6))
+filter_row, sample_row, chain_row = fig.subfigures(3, 1)
 filters = pcd_params["params"]["weights"].T.reshape(-1, 8, 8)
-for index in range(16):
-    axes[0, index].imshow(filters[index % filters.shape[0]], cmap="RdBu_r")
-axes[0, 0].set_title("PCD-1 filters", fontsize=8, loc="left")
-for column, (name, params) in enumerate((("CD-1", cd_params), ("PCD-1", pcd_params))):
+limit = float(jnp.quantile(jnp.abs(filters), 0.99))  # a few large weights would pale the rest
+filter_axes = filter_row.subplots(1, filters.shape[0])
+for ax, weights in zip(filter_axes, filters, strict=True):
+    image = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.axis("off")
+filter_row.colorbar(image, ax=filter_axes, label="weight", extend="both")
+filter_row.suptitle(f"the filters W[:, j] of the {filters.shape[0]} hidden units (PCD-1)")
+for subfigure, (name, params) in zip(
+    sample_row.subfigures(1, 2), (("CD-1", cd_params), ("PCD-1", pcd_params)), strict=True
+):
     sampler = rbm.block_gibbs(params)
     chains = ej.run_chains(
         jax.random.key(8), sampler, noise, num_sample_steps, thin=record_interval
     )
     means = rbm.visible_mean(params, chains.final_state.hidden)
-    for index in range(8):
-        image = means[index].reshape(8, 8)
-        axes[1, 8 * column + index].imshow(image, cmap="gray_r", vmin=0, vmax=1)
-    title = f"{name} samples after {num_sample_steps} steps"
-    axes[1, 8 * column].set_title(title, fontsize=8, loc="left")
-for index in range(16):  # the first PCD-1 chain, from noise
-    axes[2, index].imshow(chains.samples[0, index].reshape(8, 8), cmap="gray_r")
-title = f"one PCD-1 chain, every {record_interval} steps"
-axes[2, 0].set_title(title, fontsize=8, loc="left")
-for ax in axes.ravel():
-    ax.axis("off")""",
+    sample_axes = subfigure.subplots(1, 8)
+    for ax, mean in zip(sample_axes, means, strict=True):
+        image = ax.imshow(mean.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+        ax.axis("off")
+    subfigure.suptitle(f"{name}: E[v | h] after {num_sample_steps} steps from noise")
+subfigure.colorbar(image, ax=sample_axes, label="P(pixel on)")
+chain_axes = chain_row.subplots(1, 16)
+for ax, sample in zip(chain_axes, chains.samples[0], strict=True):  # the first PCD-1 chain
+    ax.imshow(sample.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+    ax.axis("off")
+chain_row.suptitle(f"one PCD-1 chain, every {record_interval} steps (black: pixel on)");""",
     ),
     (
         "md",
@@ -374,10 +384,11 @@ print(f"{repeated_train.shape[0]} chains, at the CD-1 parameters, against the ex
 print(f"{'negatives':<16}{'relative error':>16}{'cosine':>10}{'norm ratio':>12}")
 for name, (relative_error, cosine, norm_ratio) in rows.items():
     print(f"{name:<16}{relative_error:>16.3f}{cosine:>10.3f}{norm_ratio:>12.3f}")
-fig, ax = plt.subplots(figsize=(4.5, 3))
+fig, ax = plt.subplots(figsize=(5, 3.4))
 ax.loglog(CD_STEPS, [rows[f"CD-{k}"][0] for k in CD_STEPS], "o-", label="CD-k")
 ax.axhline(rows["exact samples"][0], color="k", ls="--", label="exact samples")
 ax.set(xlabel="k (block-Gibbs steps)", ylabel="‖g_CD − g_exact‖ / ‖g_exact‖")
+ax.set_title("bias of the CD-k gradient")
 ax.legend();""",
     ),
     (

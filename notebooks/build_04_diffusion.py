@@ -51,6 +51,7 @@ from ebm_jax.diffusion import ode
 from ebm_jax.diffusion import samplers as diffusion_samplers
 
 FAST = os.environ.get("EBM_JAX_FAST", "0") == "1"
+plt.rcParams.update({"figure.dpi": 80, "figure.constrained_layout.use": True})
 NUM_SAMPLES = 1_000 if FAST else 20_000  # draws from the mixture and its exact-score samplers
 NUM_NETWORK_SAMPLES = 256 if FAST else 2_000  # draws from the trained networks
 NUM_PRIOR_SAMPLES = 200_000 if FAST else 2_000_000  # for Monte-Carlo posterior means
@@ -142,9 +143,12 @@ for ax, step in zip(axes, snapshot_steps, strict=False):
     )
     density = np.exp(np.asarray(batched_perturbed_logdensity(grid, beta_bar))).reshape(120, 120)
     ax.contour(grid_1d, grid_1d, density, levels=6, colors="k", linewidths=0.6)
-    ax.scatter(*np.asarray(chain[:500]).T, s=2, alpha=0.5)
-    ax.set(title=f"x_t, t = {step} (β̄ = {beta_bar:.3f})", xlim=(-8, 8), ylim=(-8, 8))
+    ax.scatter(*np.asarray(chain[:500]).T, s=2, alpha=0.5, label="chain x_t")
+    ax.set(title=f"t = {step} (β̄ = {beta_bar:.3f})", xlim=(-8, 8), ylim=(-8, 8))
+    ax.set(xlabel="x₁", ylabel="x₂")
     ax.set_aspect("equal")
+axes[0].plot([], [], "k-", lw=0.6, label="closed-form p_β̄")
+axes[0].legend(fontsize=7, loc="upper left", markerscale=3)
 
 cosine = ej.diffusion.cosine_schedule(1000)
 steps = np.arange(1, 1001)
@@ -156,7 +160,7 @@ for name, schedule in (("linear", noise_schedule), ("cosine", cosine)):
         f"{name:>6} schedule: ᾱ_T = {alphas_cumprod[-1]:.1e}, ᾱ_t < ½ from t = {half}, "
         f"{np.mean(alphas_cumprod < 0.01):.0%} of the steps with ᾱ_t < 0.01 (almost pure noise)"
     )
-axes[4].set(xlabel="step t", title="signal kept, ᾱ_t = 1 − β̄_t")
+axes[4].set(xlabel="step t", ylabel="ᾱ_t", title="signal kept, ᾱ_t = 1 − β̄_t")
 axes[4].legend(fontsize=8);""",
     ),
     (
@@ -238,6 +242,7 @@ axes[0].quiver(
 )
 axes[0].scatter(*np.asarray(noisy).T, s=4, label="x′ at β = ½")
 axes[0].set(title="x′ → E[x | x′] (Tweedie)", xlim=(-9, 9), ylim=(-9, 9))
+axes[0].set(xlabel="x₁", ylabel="x₂")
 axes[0].legend(fontsize=8, loc="upper left")
 along_diagonal = np.linspace(-7, 7, NUM_SAMPLES)
 diagonal = jnp.asarray(np.stack([along_diagonal, along_diagonal], -1), jnp.float32)
@@ -265,7 +270,7 @@ that component alone; the weights only enter in the gap, where $p$ has no mass. 
 matching (which averages over $p$) and Langevin dynamics (which follow the score locally)
 are both blind to them: below, the Fisher divergence between the 0.8/0.2 mixture and the
 0.5/0.5 one is 0 to float32 precision up to $\\beta = ½$, although their KL divergence is
-0.18, and unadjusted Langevin with the exact score, started uniformly on $[-10, 10]^2$,
+0.19, and unadjusted Langevin with the exact score, started uniformly on $[-10, 10]^2$,
 keeps the initial half-and-half split. At large $\\beta$ the perturbed components overlap,
 the perturbed scores differ wherever the mass is, and annealed Langevin dynamics (Song &
 Ermon 2019) through decreasing levels $\\bar\\beta_T \\to \\bar\\beta_1$ carries the mass to
@@ -333,11 +338,12 @@ for level, color in ((1e-4, "C0"), (0.9, "C1"), (0.99, "C2")):
     axes[0].plot(along_diagonal, heavy, color=color, label=f"β = {level}: 0.8/0.2")
     axes[0].plot(along_diagonal, balanced, "--", color=color, label="0.5/0.5")
 axes[0].set(xlabel="s, with x′ = s(1, 1)", ylabel="score along (1,1)/√2", ylim=(-12, 12))
+axes[0].set_title("perturbed scores: 0.8/0.2 (solid) and 0.5/0.5 (dashed)")
 axes[0].legend(fontsize=7, ncol=3)
 for name, samples in list(rows.items())[1:]:
     projections = np.asarray(samples.sum(-1) / np.sqrt(2.0))
     axes[1].hist(projections, bins=80, histtype="step", density=True, label=name)
-axes[1].set(xlabel="(x₁ + x₂)/√2", title="the heavy mode holds 0.8 of the mass")
+axes[1].set(xlabel="(x₁ + x₂)/√2", ylabel="density", title="the heavy mode holds 0.8 of the mass")
 axes[1].legend(fontsize=8);""",
     ),
     (
@@ -626,7 +632,7 @@ for ax, (name, (samples, nfe)) in zip(axes[1:], learned_samples.items(), strict=
     ax.scatter(*np.asarray(samples).T, s=2)
     ax.set_title(f"{name} (NFE {nfe})")
 for ax in axes:
-    ax.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2))
+    ax.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), xlabel="x₁", ylabel="x₂")
     ax.set_aspect("equal")
 
 exact_samples = run_samplers(exact_score, initial_noise)
@@ -761,10 +767,11 @@ for index in np.linspace(0, NUM_SAMPLER_LEVELS - 1, 6).astype(int):
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 axes[0].semilogx(levels, rates, "o-", ms=3)
 axes[0].set(xlabel="level β̄ (visited from right to left)", ylabel="MALA acceptance rate")
-axes[0].set_ylim(0, 1.05)
+axes[0].set(ylim=(0, 1.05), title="acceptance by level, learned energy")
 axes[1].scatter(*np.asarray(mala_learned.samples).T, s=2)
 axes[1].set(title="annealed MALA, learned energy", xlim=(-2.2, 2.2), ylim=(-2.2, 2.2))
-axes[1].set_aspect("equal")""",
+axes[1].set(xlabel="x₁", ylabel="x₂")
+axes[1].set_aspect("equal");""",
     ),
     (
         "md",
@@ -780,10 +787,11 @@ $$x_s = \\sqrt{\\bar\\alpha_s}\\,\\hat x_0 + \\sqrt{\\bar\\beta_s - \\sigma^2}\\
 At $\\eta = 1$ this *is* the ancestral step (the coefficient of $S_w$ reduces to
 $\\beta_{t|s}/\\sqrt{1-\\beta_{t|s}}$); at $\\eta = 0$ it is deterministic, the first-order
 *exponential integrator* of the probability-flow ODE. **DPM-Solver++** (Lu et al. 2022b)
-writes that ODE in the half log-SNR $\\lambda = \\log(\\alpha/\\sigma)$, $\\alpha = \\sqrt{\\bar\\alpha}$,
-$\\sigma = \\sqrt{\\bar\\beta}$, as $x_s = \\frac{\\sigma_s}{\\sigma_t}x_t + \\sigma_s\\int e^{\\lambda}
-\\hat x_0\\,d\\lambda$, integrates the linear part exactly and the data prediction by a
-polynomial through the last evaluations; its second-order multistep update is
+writes that ODE in the half log-SNR $\\lambda = \\log(\\alpha/\\sigma)$,
+$\\alpha = \\sqrt{\\bar\\alpha}$, $\\sigma = \\sqrt{\\bar\\beta}$, as
+$x_s = \\frac{\\sigma_s}{\\sigma_t}x_t + \\sigma_s\\int e^{\\lambda} \\hat x_0\\,d\\lambda$,
+integrates the linear part exactly and the data prediction by a polynomial through the last
+evaluations; its second-order multistep update is
 
 $$x_s = \\frac{\\sigma_s}{\\sigma_t}x_t - \\alpha_s\\big(e^{-h}-1\\big)\\Big(D_0 + \\frac{D_0 -
 D_{-1}}{2r_0}\\Big), \\qquad h = \\lambda_s - \\lambda_t,\\; r_0 = h_{-1}/h,$$
@@ -816,20 +824,24 @@ flow_noise = network_noise[:256]
 reference = ode.probability_flow_sample(
     exact_score, noise_schedule, flow_noise, num_steps=400 if FAST else 2000, method="rk4"
 ).positions
-reference = jax.vmap(lambda y: ej.diffusion.tweedie_mean(exact_score, y, smallest_level))(
-    reference
-)
+reference = jax.vmap(lambda y: ej.diffusion.tweedie_mean(exact_score, y, smallest_level))(reference)
 step_counts = [25, 50, 100] if FAST else [25, 50, 100, 200, 400]
 fast_samplers = {
-    "DDIM (η = 0)": lambda n: ej.diffusion.ddim_sample(
-        jax.random.key(60), exact_score, noise_schedule, flow_noise, n
-    ).samples,
-    "DPM-Solver++ 2M": lambda n: ej.diffusion.dpm_solver_sample(
-        exact_score, noise_schedule, flow_noise, n, spacing="linear"
-    ).samples,
-    "DPM-Solver++ 3M": lambda n: ej.diffusion.dpm_solver_sample(
-        exact_score, noise_schedule, flow_noise, n, order=3, spacing="linear"
-    ).samples,
+    "DDIM (η = 0)": lambda n: (
+        ej.diffusion.ddim_sample(
+            jax.random.key(60), exact_score, noise_schedule, flow_noise, n
+        ).samples
+    ),
+    "DPM-Solver++ 2M": lambda n: (
+        ej.diffusion.dpm_solver_sample(
+            exact_score, noise_schedule, flow_noise, n, spacing="linear"
+        ).samples
+    ),
+    "DPM-Solver++ 3M": lambda n: (
+        ej.diffusion.dpm_solver_sample(
+            exact_score, noise_schedule, flow_noise, n, order=3, spacing="linear"
+        ).samples
+    ),
 }
 # The median distance: a sample that starts on the boundary between the modes may flow to
 # the other one at some step count, a jump of ~14 that would swamp a mean.
@@ -858,9 +870,7 @@ wanted = jnp.ones(flow_noise.shape[0], jnp.int32)  # ask for the light class, we
 print("fraction of samples in the requested class (the light one, weight 0.2):")
 for scale in (0.0, 0.5, 1.0):
     guidance = {"class_labels": wanted, "guidance_scale": scale, "null_label": 2}
-    guided = ej.diffusion.dpm_solver_sample(
-        class_score, noise_schedule, flow_noise, 20, **guidance
-    )
+    guided = ej.diffusion.dpm_solver_sample(class_score, noise_schedule, flow_noise, 20, **guidance)
     energy_guided = diffusion_samplers.annealed_mala_sample(
         jax.random.key(61),
         class_logdensity,
@@ -880,9 +890,11 @@ for scale in (0.0, 0.5, 1.0):
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
 for name, values in errors.items():
     ax.loglog(step_counts, values, "o-", label=name)
+ax.set_xticks(step_counts, [str(count) for count in step_counts])
+ax.set_xticks([], minor=True)
 ax.set(xlabel="steps = network evaluations", ylabel="median distance to the flow's end")
 ax.set_title("few-step samplers, exact score")
-ax.legend()""",
+ax.legend();""",
     ),
     (
         "md",
