@@ -25,6 +25,16 @@ import numpy as np
 import ebm_jax as ej
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK_NOTE = "[quick mode: tiny sizes, not results]"
+
+
+def quick_note(quick: bool) -> str:
+    """``"  [quick mode: tiny sizes, not results]"`` for a ``--quick`` run, else ``""``.
+
+    Appended to a run's printed header, its Markdown title, its figures' titles
+    and its "wrote" lines, so that a smoke run's numbers are not read as results.
+    """
+    return f"  {QUICK_NOTE}" if quick else ""
 
 
 def wall_time(fn: Callable[[], Any]) -> float:
@@ -189,8 +199,29 @@ def digits_train(scale: str) -> tuple[jax.Array, str]:
         return draw, "random data of the digits' shape (scikit-learn missing)"
 
 
-def write_json(path: Path, report: dict[str, Any]) -> None:
+def write_json(path: Path, report: dict[str, Any], *, quick: bool) -> None:
     """Write ``report`` as indented JSON (never pickle), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}", flush=True)
+    print(f"\nwrote {path}{quick_note(quick)}", flush=True)
+
+
+def save_figure(figure: Any, path: Path, *, quick: bool, dpi: int = 110) -> None:
+    """Save and close a matplotlib ``figure``, its title stamped when ``quick``.
+
+    The stamp is a line of the suptitle, which constrained layout (every
+    benchmark figure uses it) keeps inside the saved image.
+    """
+    if quick:
+        title = figure.get_suptitle()
+        if title:
+            # Edited in place: ``figure.suptitle`` would reset a custom font size.
+            suptitle = next(text for text in figure.texts if text.get_text() == title)
+            suptitle.set(text=f"{title}\n{QUICK_NOTE}", color="firebrick")
+        else:
+            figure.suptitle(QUICK_NOTE, color="firebrick")
+    figure.savefig(path, dpi=dpi)
+    import matplotlib.pyplot as plt  # only reached with a figure, so with matplotlib
+
+    plt.close(figure)
+    print(f"wrote {path}{quick_note(quick)}", flush=True)

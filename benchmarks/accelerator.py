@@ -74,6 +74,7 @@ from _common import (
     mala_floor_step,
     optional_blackjax,
     paired_ratio,
+    quick_note,
     time_side_by_side,
     wall_time,
     write_json,
@@ -716,11 +717,11 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: the environment, then one table per measured family."""
     env, peaks = report["environment"], report["peaks"]
     lines = [
-        f"# Accelerator benchmark: {env['device_kind']}",
+        f"# Accelerator benchmark: {env['device_kind']}{quick_note(report['settings']['quick'])}",
         "",
         f"{env['device_count']} x {env['device_kind']} ({env['backend']}); jax {env['jax']}, "
         f"jaxlib {env['jaxlib']}, blackjax {env['blackjax']}, ebm_jax {env['ebm_jax']}; "
-        f"{env['date']}{'; --quick' if report['settings']['quick'] else ''}.",
+        f"{env['date']}.",
         "",
         f"Peaks ({peaks['source']}): matmul {peaks['matmul_flops'] / 1e12:.3g} TFLOP/s, "
         f"fp32 {peaks['fp32_flops'] / 1e12:.3g} TFLOP/s, bandwidth "
@@ -827,7 +828,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     print(
         f"jax {env['jax']} on {env['backend']} ({env['device_kind']}, {env['device_count']} "
-        f"device(s)); medians of {args.repeats} interleaved rounds",
+        f"device(s)); medians of {args.repeats} interleaved rounds{quick_note(args.quick)}",
         flush=True,
     )
     peaks = device_peaks(args.quick)
@@ -850,9 +851,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     table = markdown(report)
     print("\n" + table, flush=True)
-    write_json(out_dir / "accelerator.json", report)
+    write_json(out_dir / "accelerator.json", report, quick=args.quick)
     (out_dir / "accelerator.md").write_text(table)
-    print(f"wrote {out_dir / 'accelerator.md'} ({report['wall_s']:.0f} s)", flush=True)
+    print(
+        f"wrote {out_dir / 'accelerator.md'} ({report['wall_s']:.0f} s){quick_note(args.quick)}",
+        flush=True,
+    )
     return report
 
 

@@ -76,6 +76,7 @@ from _common import (
     iterations_per_call,
     looped,
     paired_ratio,
+    quick_note,
     time_side_by_side,
     write_json,
 )
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"jax {env['jax']} on {env['backend']} ({env['device_kind']}); Adam; milliseconds per "
         f"update, median over {args.repeats} interleaved rounds of calls of about "
         f"{args.target} s (jitted loops of updates); sampling share = median per-round ratio "
-        "sampling / update",
+        f"sampling / update{quick_note(args.quick)}",
         flush=True,
     )
     models = []
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "models": models,
     }
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     return report
 
 

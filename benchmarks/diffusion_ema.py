@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, write_json
 from diffusion_quality import (
     BATCH_SIZE,
     NUM_CLASSIFIER_STEPS,
@@ -218,7 +218,9 @@ def markdown(report: dict[str, Any]) -> str:
         "digit-classifier features (test accuracy "
         f"{report['classifier']['test_accuracy']:.3f}) against the test images."
     )
-    title = "# Diffusion sampling with the parameter average (8×8 digits)"
+    title = "# Diffusion sampling with the parameter average (8×8 digits)" + quick_note(
+        settings["quick"]
+    )
     command = f"Command: `{settings['command']}`"
     return "\n\n".join([title, versions, setup, table(report), command]) + "\n"
 
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"jax {env['jax']} on {env['backend']}; digits, {args.steps} Adam steps with "
         f"ema_decay={args.decay}; ancestral sampler, {args.sample_steps} steps, "
-        f"{args.num_seeds} seed(s)",
+        f"{args.num_seeds} seed(s){quick_note(args.quick)}",
         flush=True,
     )
     wall_start = time.perf_counter()
@@ -322,9 +324,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n" + table(report), flush=True)
     print(f"\ntotal {report['wall_seconds']:.0f} s", flush=True)
     if out is not None:
-        write_json(out, report)
+        write_json(out, report, quick=args.quick)
         out.with_suffix(".md").write_text(markdown(report))
-        print(f"wrote {out.with_suffix('.md')}", flush=True)
+        print(f"wrote {out.with_suffix('.md')}{quick_note(args.quick)}", flush=True)
     return report
 
 

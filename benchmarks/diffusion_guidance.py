@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax.diffusion import samplers, solvers
@@ -170,7 +170,7 @@ def judge(classifier: Any, images: jax.Array, labels: np.ndarray, test: jax.Arra
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "# Classifier-free guidance on 8×8 digits",
+        "# Classifier-free guidance on 8×8 digits" + quick_note(report["quick"]),
         "",
         f"{report['environment']['device_kind']} ({report['environment']['backend']}); jax "
         f"{report['environment']['jax']}; {report['environment']['date']}. Command: "
@@ -195,7 +195,9 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict[str, Any], grids: dict[float, np.ndarray], path: Path) -> None:
+def plot(
+    report: dict[str, Any], grids: dict[float, np.ndarray], path: Path, *, quick: bool
+) -> None:
     try:
         import matplotlib
 
@@ -226,8 +228,7 @@ def plot(report: dict[str, Any], grids: dict[float, np.ndarray], path: Path) -> 
     axes[2].set_xlabel("class label")
     axes[2].set_ylabel("guidance scale w")
     axes[2].set_title(f"{report['grid_sampler']}: one sample per class and w")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -299,7 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     grids: dict[float, np.ndarray] = {}
     grid_sampler = "ancestral"
-    print(f"{'sampler':<15}{'NFE':>6}{'w':>6}{'hit mean':>10}{'hit min':>9}{'Fréchet':>9}{'s':>6}")
+    print(
+        f"{'sampler':<15}{'NFE':>6}{'w':>6}{'hit mean':>10}{'hit min':>9}{'Fréchet':>9}{'s':>6}"
+        + quick_note(args.quick)
+    )
     for name, (network, _, _) in SAMPLERS.items():
         if network not in networks:
             continue
@@ -338,9 +342,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     print(f"Fréchet floor {float(floor):.2f}; classifier accuracy {classifier.test_accuracy:.3f}")
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     args.out.with_suffix(".md").write_text(markdown(report))
-    plot(report, grids, args.out.with_suffix(".png"))
+    plot(report, grids, args.out.with_suffix(".png"), quick=args.quick)
     return report
 
 

@@ -126,7 +126,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax.diffusion import ode, samplers, solvers
@@ -577,7 +577,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The tables as printed, in a Markdown file beside the JSON."""
     env, settings = report["environment"], report["settings"]
     lines = [
-        "# Diffusion sample quality against network evaluations",
+        "# Diffusion sample quality against network evaluations" + quick_note(settings["quick"]),
         "",
         f"{env['device_kind']} ({env['backend']}); jax {env['jax']}; {env['date']}. "
         "Command: `python benchmarks/diffusion_quality.py --datasets "
@@ -627,7 +627,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_curves(reports: list[dict[str, Any]], path: Path) -> None:
+def plot_curves(reports: list[dict[str, Any]], path: Path, *, quick: bool) -> None:
     plt = _pyplot()
     if plt is None:
         return
@@ -672,9 +672,7 @@ def plot_curves(reports: list[dict[str, Any]], path: Path) -> None:
             ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("Diffusion samplers: sample quality against cost (lower is better)")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick, dpi=100)
 
 
 def _best_row(report: dict[str, Any], sampler: str, key: str) -> dict[str, Any]:
@@ -684,7 +682,7 @@ def _best_row(report: dict[str, Any], sampler: str, key: str) -> dict[str, Any]:
 
 
 def plot_scatter(
-    reports: list[dict[str, Any]], best: list[dict[str, np.ndarray]], path: Path
+    reports: list[dict[str, Any]], best: list[dict[str, np.ndarray]], path: Path, *, quick: bool
 ) -> None:
     plt = _pyplot()
     if plt is None or not reports:
@@ -723,9 +721,7 @@ def plot_scatter(
         "Each sampler at its best setting by the fine-bandwidth MMD² (up to 2000 points)",
         fontsize=10,
     )
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick, dpi=100)
 
 
 def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
@@ -738,7 +734,9 @@ def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
     return canvas
 
 
-def plot_digits(report: dict[str, Any], panels: dict[str, np.ndarray], path: Path) -> None:
+def plot_digits(
+    report: dict[str, Any], panels: dict[str, np.ndarray], path: Path, *, quick: bool
+) -> None:
     plt = _pyplot()
     if plt is None:
         return
@@ -765,9 +763,7 @@ def plot_digits(report: dict[str, Any], panels: dict[str, np.ndarray], path: Pat
         "to the test images",
         fontsize=10,
     )
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -824,7 +820,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.toy_energy_steps}), digits {args.digits_steps} (energy net "
         f"{args.digits_energy_steps}); toys {args.num_test} samples vs {args.num_test} test "
         f"points; PC snr {PC_SNR}, annealed Langevin ε {LANGEVIN_STEP_SIZE}, annealed MALA "
-        f"ε {MALA_STEP_SIZE}",
+        f"ε {MALA_STEP_SIZE}{quick_note(quick)}",
         flush=True,
     )
     print(HEADER, flush=True)
@@ -873,14 +869,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "datasets": reports,
         "wall_seconds": wall_seconds,
     }
-    write_json(args.out, report_json)
+    write_json(args.out, report_json, quick=quick)
     args.out.with_suffix(".md").write_text(markdown(report_json))
     stem = args.out.with_suffix("")
-    plot_curves(reports, Path(f"{stem}_curves.png"))
+    plot_curves(reports, Path(f"{stem}_curves.png"), quick=quick)
     if toy_reports:
-        plot_scatter(toy_reports, toy_best, Path(f"{stem}_scatter.png"))
+        plot_scatter(toy_reports, toy_best, Path(f"{stem}_scatter.png"), quick=quick)
     if digits_best is not None:
-        plot_digits(reports[names.index("digits")], digits_best, Path(f"{stem}_digits.png"))
+        digits_report = reports[names.index("digits")]
+        plot_digits(digits_report, digits_best, Path(f"{stem}_digits.png"), quick=quick)
     return report_json
 
 

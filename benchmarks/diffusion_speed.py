@@ -79,6 +79,7 @@ from _common import (
     iterations_per_call,
     looped,
     paired_ratio,
+    quick_note,
     time_side_by_side,
     write_json,
 )
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"jax {env['jax']} on {env['backend']} ({env['device_kind']}); medians over "
         f"{args.repeats} interleaved rounds of jitted loops of about {args.target} s; ratios "
-        "are medians of per-round ratios",
+        f"are medians of per-round ratios{quick_note(args.quick)}",
         flush=True,
     )
     models = []
@@ -544,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "models": models,
     }
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     return report
 
 

@@ -97,7 +97,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS_DIR, optional_blackjax, write_json
+from _common import RESULTS_DIR, optional_blackjax, quick_note, write_json
 from _common import environment as common_environment
 
 import ebm_jax as ej
@@ -815,7 +815,7 @@ def make_reference(name: str, seed: int) -> dict[str, Any]:
         },
     }
     path = REFERENCES_DIR / f"{name}.json"
-    write_json(path, report)
+    write_json(path, report, quick=False)
     method = report["method"]
     print(
         f"  {name}: {seconds:.0f} s, max R̂ {method['max_rhat']:.4f}, min ESS "
@@ -880,14 +880,12 @@ def _progress_line(row: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     settings = report["settings"]
     lines = [
-        "# Posterior benchmark",
+        "# Posterior benchmark" + quick_note(settings["quick"]),
         "",
         f"{settings['mala_chains']} MALA chains, {settings['nuts_chains']} NUTS chains; "
         f"{settings['num_warmup']} warm-up iterations + {settings['num_samples']} kept draws per "
         f"chain (MALA: every {settings.get('mala_thin', 1)}th step kept), all started "
-        f"uniform(-2, 2); seed {settings['seed']}"
-        + (" (quick run)" if settings["quick"] else "")
-        + ".",
+        f"uniform(-2, 2); seed {settings['seed']}.",
         f"Pass: max |z| <= {MAX_ABS_Z:g} over the means and sds of the constrained quantities "
         f"and max R̂ <= {MAX_RHAT}. ESS is the min bulk ESS over quantities; seconds exclude "
         "compilation (the compile column).",
@@ -941,7 +939,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     environment = common_environment("blackjax")
     print(
         f"jax {environment['jax']} on {environment['backend']} ({environment['device_kind']}); "
-        f"blackjax {environment['blackjax']}; {settings}",
+        f"blackjax {environment['blackjax']}; {settings}{quick_note(args.quick)}",
         flush=True,
     )
     if args.make_references:
@@ -982,7 +980,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = markdown(report)
     print("\n" + text, flush=True)
     print(f"total {total_s:.0f} s", flush=True)
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     args.out.with_suffix(".md").write_text(text)
     return report
 

@@ -91,7 +91,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax import partition
@@ -402,7 +402,7 @@ def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
     return mosaic
 
 
-def plot_filters(models: dict[str, Any], path: Path) -> None:
+def plot_filters(models: dict[str, Any], path: Path, *, quick: bool) -> None:
     plt = _pyplot()
     if plt is None:
         print("matplotlib not installed: no plots", flush=True)
@@ -421,12 +421,10 @@ def plot_filters(models: dict[str, Any], path: Path) -> None:
         ax.set_yticks([])
     fig.colorbar(image, ax=axes, shrink=0.8, label="W[i, j] ÷ max |W[:, j]| (0 is white)")
     fig.suptitle("RBM filters W[:, j], one 8×8 image per hidden unit j (seed 0)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick)
 
 
-def plot_samples(panels: dict[str, np.ndarray], path: Path) -> None:
+def plot_samples(panels: dict[str, np.ndarray], path: Path, *, quick: bool) -> None:
     plt = _pyplot()
     if plt is None:
         return
@@ -441,12 +439,10 @@ def plot_samples(panels: dict[str, np.ndarray], path: Path) -> None:
         ax.set_yticks([])
     fig.colorbar(image, ax=axes, shrink=0.8, label="pixel value; for samples P(on | h) = E[v | h]")
     fig.suptitle("Training data and exact model samples, shown as E[v | h] (seed 0)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick)
 
 
-def plot_curves(report: dict[str, Any], path: Path) -> None:
+def plot_curves(report: dict[str, Any], path: Path, *, quick: bool) -> None:
     plt = _pyplot()
     if plt is None:
         return
@@ -479,9 +475,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     axes[2].legend(fontsize=8)
     axes[0].legend(fontsize=8)
     fig.suptitle("RBMs on binarised 8×8 digits: exact log-likelihood during training")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick)
 
 
 # --------------------------------------------------------------------------------------
@@ -549,7 +543,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"({train.shape[0]} train, {test.shape[0]} test); {args.num_updates} Adam updates "
         f"(cosine from {args.learning_rate}), batch {BATCH_SIZE}, {args.seeds} seed(s); "
         f"exact log-likelihoods in nats per image; AIS {args.ais_chains} chains × "
-        f"{args.ais_temperatures} temperatures",
+        f"{args.ais_temperatures} temperatures{quick_note(args.quick)}",
         flush=True,
     )
     base_rate = {
@@ -667,10 +661,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "widest_reverse_minus_forward": worst_gap,
         },
     }
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
 
     stem = args.out.with_suffix("")
-    plot_filters(seed0_params, Path(f"{stem}_filters.png"))
+    plot_filters(seed0_params, Path(f"{stem}_filters.png"), quick=args.quick)
     sample_panels = {"data": np.asarray(train[:NUM_SAMPLE_IMAGES])}
     for index, (name, params) in enumerate(seed0_params.items()):
         _, means = exact_samples(
@@ -680,8 +674,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             NUM_SAMPLE_IMAGES,
         )
         sample_panels[name] = np.asarray(means)
-    plot_samples(sample_panels, Path(f"{stem}_samples.png"))
-    plot_curves(report, Path(f"{stem}_curves.png"))
+    plot_samples(sample_panels, Path(f"{stem}_samples.png"), quick=args.quick)
+    plot_curves(report, Path(f"{stem}_curves.png"), quick=args.quick)
     return report
 
 

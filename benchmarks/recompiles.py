@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, paired_ratio, time_side_by_side, write_json
+from _common import RESULTS_DIR, paired_ratio, quick_note, time_side_by_side, write_json
 from _common import environment as common_environment
 
 import ebm_jax as ej
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     environment = common_environment("optax")
     print(
         f"jax {environment['jax']} on {environment['backend']} ({environment['device_kind']}, "
-        f"{environment['device_count']} device(s)); optax {environment['optax']}",
+        f"{environment['device_count']} device(s)); optax {environment['optax']}"
+        + quick_note(args.quick),
         flush=True,
     )
     print("\n1. run_chains: a step-size sweep with the same logdensity_fn", flush=True)
@@ -276,8 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
         == 0,
     }
-    note = " (quick run)" if args.quick else ""
-    print(f"\nTargets{note}:", flush=True)
+    print(f"\nTargets:{quick_note(args.quick)}", flush=True)
     for name, value in met.items():
         print(f"  {name:<36} {'met' if value else 'MISSED'}", flush=True)
     report = {
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_chain": per_chain,
         "summary": {"targets": TARGETS, "met": met},
     }
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     return report
 
 

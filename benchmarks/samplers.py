@@ -55,6 +55,7 @@ from _common import (
     mala_floor_step,
     optional_blackjax,
     paired_ratio,
+    quick_note,
     time_side_by_side,
     wall_time,
     write_json,
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(
         f"jax {environment['jax']} on {environment['backend']} ({environment['device_kind']}, "
         f"{environment['device_count']} device(s)); blackjax {environment['blackjax']}; "
-        f"medians of {args.repeats} interleaved rounds",
+        f"medians of {args.repeats} interleaved rounds{quick_note(args.quick)}",
         flush=True,
     )
     memory = None
@@ -684,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     print(f"\nTargets{note}:", flush=True)
     for name, met in report["summary"]["met"].items():
         print(f"  {name:<24} {'met' if met else 'MISSED'}", flush=True)
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     return report
 
 

@@ -52,6 +52,8 @@ from _common import (
     RESULTS_DIR,
     environment,
     paired_ratio,
+    quick_note,
+    save_figure,
     time_side_by_side,
     wall_time,
     write_json,
@@ -362,7 +364,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, *, quick: bool) -> None:
     try:
         import matplotlib
 
@@ -384,9 +386,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="data dimension d", ylabel="ms per training step")
     ax.set_title(f"MLP {HIDDEN_SIZES}, batch {BATCH_SIZE}, {jax.default_backend()}")
     ax.legend(title="objective")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment("flax", "optax")
     print(
         f"jax {env['jax']} on {env['backend']} ({env['device_kind']}); MLP {HIDDEN_SIZES} swish, "
-        f"batch {BATCH_SIZE}, Adam; median seconds per step over {args.repeats} interleaved rounds",
+        f"batch {BATCH_SIZE}, Adam; median seconds per step over {args.repeats} interleaved rounds"
+        + quick_note(args.quick),
         flush=True,
     )
     print(HEADER, flush=True)
@@ -484,8 +485,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pytorch_ms_per_step": PYTORCH_MS_PER_STEP,
         },
     }
-    write_json(args.out, report)
-    plot(rows, args.out.with_suffix(".png"))
+    write_json(args.out, report, quick=args.quick)
+    plot(rows, args.out.with_suffix(".png"), quick=args.quick)
     return report
 
 

@@ -92,7 +92,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
 from toy_likelihoods import (
     BATCH_SIZE,
     ENVELOPE_SCALE,
@@ -398,6 +398,8 @@ def plot(
     grids: list[dict[str, np.ndarray]],
     methods: tuple[str, ...],
     path: Path,
+    *,
+    quick: bool,
 ) -> None:
     try:
         import matplotlib
@@ -460,9 +462,7 @@ def plot(
         "Contrastive divergence on the 2-D toys: learned densities (seed 0) and the "
         "chains' negative samples;\nNLL: exact test negative log-likelihood in nats"
     )
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.learning_rate}); MALA τ={args.step_size} × {args.num_mala_steps} steps per "
         f"update, buffer {args.buffer_size}, restart probability {args.reinit_probability}, "
         f"α={args.regularization}; exact test NLL in nats (log Z by quadrature, "
-        f"{args.resolution}² grid)",
+        f"{args.resolution}² grid){quick_note(args.quick)}",
         flush=True,
     )
     score_matching = load_score_matching(args.score_matching, settings)
@@ -554,8 +554,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "score_matching_source": None if score_matching is None else args.score_matching.name,
         "rows": rows,
     }
-    write_json(args.out, report)
-    plot(rows, grids, args.methods, args.out.with_suffix(".png"))
+    write_json(args.out, report, quick=args.quick)
+    plot(rows, grids, args.methods, args.out.with_suffix(".png"), quick=args.quick)
     return report
 
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, write_json
+from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 
@@ -174,7 +174,9 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
-def plot(rows: list[dict[str, Any]], grids: list[dict[str, np.ndarray]], path: Path) -> None:
+def plot(
+    rows: list[dict[str, Any]], grids: list[dict[str, np.ndarray]], path: Path, *, quick: bool
+) -> None:
     try:
         import matplotlib
 
@@ -221,9 +223,7 @@ def plot(rows: list[dict[str, Any]], grids: list[dict[str, np.ndarray]], path: P
         "Score matching on the 2-D toys: learned densities (seed 0), log Z by quadrature;\n"
         "NLL: exact test negative log-likelihood in nats"
     )
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}", flush=True)
+    save_figure(fig, path, quick=quick, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"jax {env['jax']} on {env['backend']}; MLP {HIDDEN_SIZES} swish, envelope "
         f"{ENVELOPE_SCALE}, batch {BATCH_SIZE}, {args.num_steps} Adam steps (cosine from "
         f"{args.learning_rate}); exact test NLL in nats (log Z by quadrature, "
-        f"{args.resolution}² grid)",
+        f"{args.resolution}² grid){quick_note(args.quick)}",
         flush=True,
     )
     print(HEADER, flush=True)
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": {"worst_abs_ssm_minus_exact": worst, "target_nats": TARGET_NATS},
     }
     report["summary"]["met"] = worst <= TARGET_NATS
-    write_json(args.out, report)
-    plot(rows, grids, args.out.with_suffix(".png"))
+    write_json(args.out, report, quick=args.quick)
+    plot(rows, grids, args.out.with_suffix(".png"), quick=args.quick)
     return report
 
 
