@@ -24,7 +24,9 @@ import numpy as np
 
 import ebm_jax as ej
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPOSITORY_ROOT / "benchmarks" / "results"
+QUICK_RESULTS_DIR = REPOSITORY_ROOT / "out" / "benchmarks" / "quick"
 QUICK_NOTE = "[quick mode: tiny sizes, not results]"
 
 
@@ -35,6 +37,28 @@ def quick_note(quick: bool) -> str:
     and its "wrote" lines, so that a smoke run's numbers are not read as results.
     """
     return f"  {QUICK_NOTE}" if quick else ""
+
+
+def output_path(published: str, given: Path | None, *, quick: bool) -> Path:
+    """Where a run writes: ``given`` if given, else ``published`` under the results folder.
+
+    ``published`` is relative to :data:`RESULTS_DIR`, the published results. A
+    smoke run's numbers must not overwrite them, so a ``--quick`` run without an
+    explicit path writes to the same relative path under
+    :data:`QUICK_RESULTS_DIR` (in ``out/``, which git ignores) instead.
+    """
+    if given is not None:
+        return given
+    return (QUICK_RESULTS_DIR if quick else RESULTS_DIR) / published
+
+
+def out_help(what: str, published: str) -> str:
+    """Help of a path option: ``what`` it names and its two defaults (:func:`output_path`)."""
+    full, quick = (
+        folder.relative_to(REPOSITORY_ROOT) / published
+        for folder in (RESULTS_DIR, QUICK_RESULTS_DIR)
+    )
+    return f"{what} (default {full}; {quick} with --quick)"
 
 
 def wall_time(fn: Callable[[], Any]) -> float:

@@ -39,7 +39,8 @@ reported apart from run time):
 Run as ``python benchmarks/accelerator.py``: a few minutes on one GPU;
 ``--quick`` (10^3 chains, d = 2, tiny models; under a minute on a CPU) is the
 smoke run the test suite executes. Writes ``accelerator.json`` and
-``accelerator.md`` to ``results/<device kind>/`` or to ``--out-dir``.
+``accelerator.md`` to ``--out-dir``, by default ``results/<device kind>/``
+(``out/benchmarks/quick/<device kind>/`` for ``--quick``).
 
 References:
   Roberts & Tweedie (1996), *Exponential convergence of Langevin
@@ -66,13 +67,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _common import (
-    RESULTS_DIR,
     compile_and_probe,
     environment,
     iterations_per_call,
     loop_from,
     mala_floor_step,
     optional_blackjax,
+    out_help,
+    output_path,
     paired_ratio,
     quick_note,
     time_side_by_side,
@@ -817,14 +819,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 10^3 chains, d = 2")
     parser.add_argument(
-        "--out-dir", type=Path, default=None, help="folder (default results/<device kind>/)"
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=out_help("folder of the .json and .md", "<device kind>/"),
     )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     # The names diffusion_speed.time_group reads.
     args.repeats, args.target = settings["repeats"], settings["target_s"]
     env = environment("blackjax", "flax", "optax")
-    out_dir = args.out_dir or RESULTS_DIR / re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device_kind"])
+    device_dir = re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device_kind"])
+    out_dir = output_path(device_dir, args.out_dir, quick=args.quick)
     started = time.perf_counter()
     print(
         f"jax {env['jax']} on {env['backend']} ({env['device_kind']}, {env['device_count']} "

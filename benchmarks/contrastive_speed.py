@@ -47,7 +47,8 @@ update) is reported separately.
 
 Run as ``python benchmarks/contrastive_speed.py`` (a few minutes on two
 cores, mostly compilation); ``--quick`` is a fast smoke run (k ∈ {1, 10}, the
-``rbm`` and ``mlp2d`` models). Writes ``results/contrastive_speed.json``.
+``rbm`` and ``mlp2d`` models). Writes ``results/contrastive_speed.json`` (or
+``--out``; a ``--quick`` run without ``--out`` writes under ``out/benchmarks/quick/``).
 
 References:
   Hinton (2002), *Training products of experts by minimizing contrastive
@@ -69,12 +70,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _common import (
-    RESULTS_DIR,
     compile_and_probe,
     digits_train,
     environment,
     iterations_per_call,
     looped,
+    out_help,
+    output_path,
     paired_ratio,
     quick_note,
     time_side_by_side,
@@ -89,7 +91,7 @@ from ebm_jax.losses.contrastive import (
     run_negative_chains,
 )
 
-DEFAULT_OUT = RESULTS_DIR / "contrastive_speed.json"
+RESULTS_FILE = "contrastive_speed.json"
 NUM_STEPS = (1, 10, 50)
 QUICK_NUM_STEPS = (1, 10)
 MODEL_NAMES = ("rbm", "mlp2d", "mlp64")
@@ -354,7 +356,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="fast smoke run (k ∈ {1, 10}; rbm and mlp2d)"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=out_help("JSON results file", RESULTS_FILE)
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 9)")
     parser.add_argument(
         "--target", type=float, default=None, help="seconds per timed call of a CD update loop"
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-steps", type=int, nargs="+", default=None, help="values of k")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=None)
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 9
     if args.target is None:

@@ -29,9 +29,10 @@ images against the test images.
 
 Run as ``python benchmarks/diffusion_ema.py`` (``--steps``, ``--decay``,
 ``--sample-steps``, ``--num-seeds``); it writes ``diffusion_ema.json`` and
-``diffusion_ema.md`` to ``results/<device kind>/`` (or to ``--out``).
-``--quick`` is a smoke run (tiny training, one seed) that writes nothing
-unless ``--out`` is given.
+``diffusion_ema.md`` (``diffusion_ema_constant_lr.*`` with
+``--constant-learning-rate``) to ``results/<device kind>/`` or to ``--out``.
+``--quick`` is a smoke run (tiny training, one seed) that writes under
+``out/benchmarks/quick/<device kind>/`` unless ``--out`` is given.
 
 References:
   Polyak & Juditsky (1992), *Acceleration of stochastic approximation by
@@ -58,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, write_json
+from _common import environment, out_help, output_path, quick_note, write_json
 from diffusion_quality import (
     BATCH_SIZE,
     NUM_CLASSIFIER_STEPS,
@@ -227,7 +228,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run; writes only with --out")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny training, one seed")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps (default 4000)")
     parser.add_argument("--decay", type=float, default=None, help="ema_decay (default 0.999)")
     parser.add_argument("--sample-steps", type=int, default=None, help="ancestral steps (100)")
@@ -240,7 +241,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="Adam with a constant step (Ho et al.'s recipe) instead of the cosine decay",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help(
+            "JSON results file; the .md goes beside it",
+            "<device kind>/diffusion_ema[_constant_lr].json",
+        ),
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     defaults = {
@@ -255,11 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             setattr(args, key, quick_value if args.quick else full_value)
 
     env = environment("flax", "optax")
-    out = args.out
-    if out is None and not args.quick:
-        device_dir = re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device_kind"])
-        name = "diffusion_ema_constant_lr" if args.constant_learning_rate else "diffusion_ema"
-        out = RESULTS_DIR / device_dir / f"{name}.json"
+    device_dir = re.sub(r"[^A-Za-z0-9_.-]+", "_", env["device_kind"])
+    name = "diffusion_ema_constant_lr" if args.constant_learning_rate else "diffusion_ema"
+    out = output_path(f"{device_dir}/{name}.json", args.out, quick=args.quick)
     print(
         f"jax {env['jax']} on {env['backend']}; digits, {args.steps} Adam steps with "
         f"ema_decay={args.decay}; ancestral sampler, {args.sample_steps} steps, "
@@ -323,10 +330,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["wall_seconds"] = time.perf_counter() - wall_start
     print("\n" + table(report), flush=True)
     print(f"\ntotal {report['wall_seconds']:.0f} s", flush=True)
-    if out is not None:
-        write_json(out, report, quick=args.quick)
-        out.with_suffix(".md").write_text(markdown(report))
-        print(f"wrote {out.with_suffix('.md')}{quick_note(args.quick)}", flush=True)
+    write_json(out, report, quick=args.quick)
+    out.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {out.with_suffix('.md')}{quick_note(args.quick)}", flush=True)
     return report
 
 

@@ -32,7 +32,8 @@ recognisably its class and the set less diverse.
 Run as ``python benchmarks/diffusion_guidance.py`` (about 3 minutes on 2 CPU
 cores); ``--quick`` is a smoke run. Writes ``results/<backend>/diffusion_guidance.json``,
 ``.md`` and, with matplotlib, ``.png`` (hit rate and Fréchet distance against
-:math:`w`, and a grid of guided samples).
+:math:`w`, and a grid of guided samples), or the same beside ``--out``; a
+``--quick`` run without ``--out`` writes them under ``out/benchmarks/quick/``.
 
 References:
   Ho & Salimans (2022), *Classifier-free diffusion guidance*, arXiv:2207.12598.
@@ -53,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
+from _common import environment, out_help, output_path, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax.diffusion import samplers, solvers
@@ -61,7 +62,7 @@ from ebm_jax.diffusion.schedule import linear_schedule
 from ebm_jax.models import NoiseConditionalEnergy, NoiseConditionalScore, null_label
 from ebm_jax.models.classifier import train_digit_classifier
 
-DEFAULT_OUT = RESULTS_DIR / jax.default_backend() / "diffusion_guidance.json"
+RESULTS_FILE = f"{jax.default_backend()}/diffusion_guidance.json"
 NUM_CLASSES = 10
 LABEL_DROPOUT = 0.1
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0)
@@ -234,7 +235,12 @@ def plot(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny training")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the .md and figure go beside it", RESULTS_FILE),
+    )
     parser.add_argument("--score-steps", type=int, default=None)
     parser.add_argument("--energy-steps", type=int, default=None, help="0: no energy network")
     parser.add_argument("--classifier-steps", type=int, default=None)
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     defaults = {
         "score_steps": (200, 4000),
         "energy_steps": (100, 2500),

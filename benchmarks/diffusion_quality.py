@@ -88,8 +88,9 @@ and, when matplotlib is installed, ``results/diffusion_quality_curves.png``
 (metric vs NFE, one line per sampler, the floor dashed),
 ``results/diffusion_quality_scatter.png`` (test points and each sampler's best
 samples on every toy) and ``results/diffusion_quality_digits.png`` (digit
-samples of each sampler). The seconds are sampling wall time, compilation
-included.
+samples of each sampler), or the same beside ``--out``; a ``--quick`` run
+without ``--out`` writes them under ``out/benchmarks/quick/``. The seconds are
+sampling wall time, compilation included.
 
 References:
   Song & Ermon (2019), *Generative modeling by estimating gradients of the
@@ -126,7 +127,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
+from _common import environment, out_help, output_path, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax.diffusion import ode, samplers, solvers
@@ -134,7 +135,7 @@ from ebm_jax.diffusion.schedule import NoiseSchedule, linear_schedule
 from ebm_jax.models.classifier import TrainedClassifier, train_digit_classifier
 from ebm_jax.models.noise_conditional import NoiseConditionalEnergy, NoiseConditionalScore
 
-DEFAULT_OUT = RESULTS_DIR / "diffusion_quality.json"
+RESULTS_FILE = "diffusion_quality.json"
 TOYS = ("eight_gaussians", "two_moons", "rings", "checkerboard", "swiss_roll")
 NUM_SCHEDULE_STEPS = 1000
 BATCH_SIZE = 256
@@ -774,7 +775,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: one toy, tiny training, two settings"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the .md and figures go beside it", RESULTS_FILE),
+    )
     parser.add_argument(
         "--datasets", nargs="+", default=None, help="toy names and/or 'digits' (default: all)"
     )
@@ -789,6 +795,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     quick = args.quick
     defaults = {
         "toy_steps": (300, 3000),

@@ -48,7 +48,8 @@ count, a fresh key and fresh data or starting noise in every iteration):
 Compile time (first call minus the steady-state median, of one iteration) is
 reported separately. Run as ``python benchmarks/diffusion_speed.py`` (a few
 minutes on two cores); ``--quick`` is a smoke run (the 2-D model only, smaller
-batches). Writes ``results/diffusion_speed.json``.
+batches). Writes ``results/diffusion_speed.json`` (or ``--out``; a ``--quick`` run
+without ``--out`` writes under ``out/benchmarks/quick/``).
 
 References:
   Ho, Jain & Abbeel (2020), *Denoising diffusion probabilistic models*,
@@ -72,12 +73,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from _common import (
-    RESULTS_DIR,
     compile_and_probe,
     digits_train,
     environment,
     iterations_per_call,
     looped,
+    out_help,
+    output_path,
     paired_ratio,
     quick_note,
     time_side_by_side,
@@ -90,7 +92,7 @@ from ebm_jax.diffusion.objective import denoising_loss
 from ebm_jax.diffusion.schedule import linear_schedule
 from ebm_jax.models.noise_conditional import NoiseConditionalEnergy, NoiseConditionalScore
 
-DEFAULT_OUT = RESULTS_DIR / "diffusion_speed.json"
+RESULTS_FILE = "diffusion_speed.json"
 MODEL_NAMES = ("toy_2d", "digits")
 QUICK_MODEL_NAMES = ("toy_2d",)
 SCHEDULE_STEPS = 1000
@@ -494,13 +496,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--quick", action="store_true", help="fast smoke run (toy_2d only, smaller batches)"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=out_help("JSON results file", RESULTS_FILE)
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 9)")
     parser.add_argument(
         "--target", type=float, default=None, help="seconds per timed call of a reference loop"
     )
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=None)
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 9
     if args.target is None:

@@ -3,7 +3,8 @@
 Run as ``python benchmarks/posteriors.py``; ``--quick`` is a smoke run (tiny
 chains, under a minute), ``--posteriors a,b`` and ``--methods a,b`` choose
 rows, ``--make-references`` regenerates ``benchmarks/references/*.json``.
-Results go to ``benchmarks/results/posteriors.json`` and ``.md``.
+Results go to ``benchmarks/results/posteriors.json`` and ``.md`` (or beside
+``--out``; a ``--quick`` run without ``--out`` writes under ``out/benchmarks/quick/``).
 
 **Posteriors**, each a flat unconstrained vector with the log-Jacobians of its
 transforms included, compared on constrained quantities:
@@ -97,12 +98,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import RESULTS_DIR, optional_blackjax, quick_note, write_json
 from _common import environment as common_environment
+from _common import optional_blackjax, out_help, output_path, quick_note, write_json
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "posteriors.json"
+RESULTS_FILE = "posteriors.json"
 REFERENCES_DIR = Path(__file__).resolve().parent / "references"
 POSTERIORDB_DIRS = (Path(__file__).resolve().parents[1] / "tests" / "data" / "posteriordb",)
 MAX_ABS_Z = 4.0
@@ -924,13 +925,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--posteriors", help=f"comma-separated subset of {list(CASES)}")
     parser.add_argument("--methods", help=f"comma-separated subset of {list(METHODS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the .md goes beside it", RESULTS_FILE),
+    )
     parser.add_argument(
         "--make-references",
         action="store_true",
         help=f"rerun the long NUTS references of {list(NUTS_REFERENCES)} first",
     )
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     default_posteriors = list(QUICK_POSTERIORS) if args.quick else list(CASES)
     posteriors = _names(args.posteriors, list(CASES), "posteriors") or default_posteriors
     methods = _names(args.methods, list(METHODS), "methods") or list(METHODS)

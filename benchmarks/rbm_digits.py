@@ -59,9 +59,11 @@ Run as ``python benchmarks/rbm_digits.py`` (about 7 minutes on 2 shared CPU core
 matplotlib is installed, ``results/rbm_digits_filters.png`` (the 16 learned
 weight vectors of each method as 8×8 images), ``results/rbm_digits_samples.png``
 (64 exact samples of each model, shown as :math:`E[v \\mid h]`) and
-``results/rbm_digits_curves.png`` (the learning curves). The seconds are
-training wall time (the first seed's include compilation; the summary gives
-the median over seeds); exact ML's are for its full-batch steps.
+``results/rbm_digits_curves.png`` (the learning curves), or the same beside
+``--out``; a ``--quick`` run without ``--out`` writes them under
+``out/benchmarks/quick/``. The seconds are training wall time (the first
+seed's include compilation; the summary gives the median over seeds); exact
+ML's are for its full-batch steps.
 
 References:
   Hinton (2002), *Training products of experts by minimizing contrastive
@@ -91,14 +93,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
+from _common import environment, out_help, output_path, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 from ebm_jax import partition
 from ebm_jax.losses import contrastive
 from ebm_jax.models import BernoulliRBM
 
-DEFAULT_OUT = RESULTS_DIR / "rbm_digits.json"
+RESULTS_FILE = "rbm_digits.json"
 NUM_HIDDEN = 16
 BATCH_SIZE = 100
 # CD-k's k, or the Gibbs steps per update of the persistent chains.
@@ -486,7 +488,12 @@ def plot_curves(report: dict[str, Any], path: Path, *, quick: bool) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few updates, small AIS")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the figures go beside it", RESULTS_FILE),
+    )
     parser.add_argument("--num-updates", type=int, default=None, help="updates per method")
     parser.add_argument("--eval-every", type=int, default=None, help="learning-curve spacing")
     parser.add_argument("--learning-rate", type=float, default=0.01, help="Adam's initial step")
@@ -497,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="root key")
     parser.add_argument("--seeds", type=int, default=None, help="runs per method (default 3)")
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.num_updates is None:
         args.num_updates = 200 if args.quick else 10_000
     if args.eval_every is None:

@@ -1,9 +1,11 @@
 """What a new value costs: parameter sweeps and per-chain parameters, compiles counted.
 
 Run as ``python benchmarks/recompiles.py`` (``make bench``); ``--quick`` is a
-fast smoke run, ``--out PATH`` chooses the JSON file. Every XLA compilation
-is counted with a :mod:`jax.monitoring` listener, so the compile counts are
-exact whatever the machine's load; times are wall-clock medians.
+fast smoke run, ``--out PATH`` chooses the JSON file (default
+``results/recompiles.json``; under ``out/benchmarks/quick/`` for ``--quick``).
+Every XLA compilation is counted with a :mod:`jax.monitoring` listener, so the
+compile counts are exact whatever the machine's load; times are wall-clock
+medians.
 
 1. **Step-size sweep**: ``run_chains(mala(f, s))`` for ten step sizes and the
    same ``f`` (an MLP log-density), each call building a new kernel object,
@@ -37,12 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, paired_ratio, quick_note, time_side_by_side, write_json
 from _common import environment as common_environment
+from _common import out_help, output_path, paired_ratio, quick_note, time_side_by_side, write_json
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "recompiles.json"
+RESULTS_FILE = "recompiles.json"
 TARGETS = {"adapt_per_chain_vs_shared": 1.05, "per_chain_bound_matrix_vs_shared": 1.05}
 
 
@@ -250,9 +252,12 @@ def bench_per_chain(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=out_help("JSON results file", RESULTS_FILE)
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7)")
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
 

@@ -1,12 +1,13 @@
 """Sampler benchmarks: MALA throughput, statistical efficiency and memory.
 
 Run as ``python benchmarks/samplers.py`` (``make bench``); ``--quick`` is a
-fast smoke run, ``--out PATH`` chooses the JSON file. Everything is measured
-in one process, side by side: the contenders of a configuration are timed in
-interleaved rounds (the order rotating each round); rates use the median
-time, ratios the median of the per-round ratios, so a shared or throttled
-machine slows all contenders alike. Compile time is reported separately
-(first call minus the steady-state median).
+fast smoke run, ``--out PATH`` chooses the JSON file (default
+``results/samplers.json``; under ``out/benchmarks/quick/`` for ``--quick``).
+Everything is measured in one process, side by side: the contenders of a
+configuration are timed in interleaved rounds (the order rotating each round);
+rates use the median time, ratios the median of the per-round ratios, so a
+shared or throttled machine slows all contenders alike. Compile time is
+reported separately (first call minus the steady-state median).
 
 1. **Throughput** on an MLP log-density (two hidden softplus layers, a scalar
    output, a small Gaussian envelope): :func:`ebm_jax.run_chains` with MALA
@@ -50,21 +51,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import environment as common_environment
 from _common import (
-    RESULTS_DIR,
     mala_floor_step,
     optional_blackjax,
+    out_help,
+    output_path,
     paired_ratio,
     quick_note,
     time_side_by_side,
     wall_time,
     write_json,
 )
-from _common import environment as common_environment
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "samplers.json"
+RESULTS_FILE = "samplers.json"
 
 # (event dim, hidden width, chains, MALA step size); the step sizes give
 # acceptance rates of roughly 0.6-0.9, so both branches of the MH select are hot.
@@ -628,7 +630,9 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run (no memory run)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=out_help("JSON results file", RESULTS_FILE)
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 9)")
     parser.add_argument(
         "--target-seconds", type=float, default=None, help="length of one throughput run"
@@ -639,6 +643,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--memory-steps", type=int, default=100_000)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_chains, args.memory_steps)))
         return None

@@ -33,7 +33,8 @@ exact SM faster.
 
 Run as ``python benchmarks/score_matching.py`` (``make bench``); ``--quick`` is
 a fast smoke run. Writes ``results/score_matching.json`` and, when matplotlib
-is installed, ``results/score_matching.png``.
+is installed, ``results/score_matching.png`` (or the same beside ``--out``; a
+``--quick`` run without ``--out`` writes them under ``out/benchmarks/quick/``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _common import (
-    RESULTS_DIR,
     environment,
+    out_help,
+    output_path,
     paired_ratio,
     quick_note,
     save_figure,
@@ -61,7 +63,7 @@ from _common import (
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "score_matching.json"
+RESULTS_FILE = "score_matching.json"
 DIMS = (2, 8, 32, 128, 512, 784)
 HIDDEN_SIZES = (256, 256)
 BATCH_SIZE = 128
@@ -392,7 +394,12 @@ def plot(rows: list[dict[str, Any]], path: Path, *, quick: bool) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run (d ≤ 32)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the figure goes beside it", RESULTS_FILE),
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7)")
     parser.add_argument("--target", type=float, default=None, help="seconds per timed call")
     parser.add_argument("--max-exact-dim", type=int, default=max(DIMS))
@@ -401,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--fit-dims", type=int, nargs="*", default=None, help="part 2's d (none: skip part 2)"
     )
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.target is None:

@@ -47,13 +47,14 @@ most of the mass, although the chains look like the data).
 
 The table shows the mean ± sd of the test NLL over ``--seeds`` runs (the
 same initialisations and minibatch orders as ``toy_likelihoods.py``), the
-score-matching columns read from ``results/toy_likelihoods.json`` when its
-settings match (else "–"), and PCD − exact SM (both with log Z on
-TOY_BOUNDS) as the mean ± standard error of the paired (same-seed)
-differences. The MALA acceptance is that of the last update, averaged over
-seeds. ``--methods`` adds plain PCD (one chain per batch element, all moved every
-update, never restarted) and CD-k (chains started at the data batch) as extra
-columns, at extra cost.
+score-matching columns read from ``results/toy_likelihoods.json``
+(``--score-matching``; a ``--quick`` run reads the quick one under
+``out/benchmarks/quick/``) when its settings match (else "–"), and PCD − exact
+SM (both with log Z on TOY_BOUNDS) as the mean ± standard error of the paired
+(same-seed) differences. The MALA acceptance is that of the last update,
+averaged over seeds. ``--methods`` adds plain PCD (one chain per batch element,
+all moved every update, never restarted) and CD-k (chains started at the data
+batch) as extra columns, at extra cost.
 
 Settings (defaults, from a short single-seed exploration on rings and eight
 Gaussians; a smaller :math:`\\alpha` or restarts on a wider box cost the
@@ -67,7 +68,8 @@ Run as ``python benchmarks/toy_contrastive.py`` (about a quarter of an hour
 on two idle CPU cores); ``--quick`` is a smoke run. Writes
 ``results/toy_contrastive.json`` and, when matplotlib is installed,
 ``results/toy_contrastive.png`` (data, learned density and final replay buffer
-for seed 0).
+for seed 0), or the same beside ``--out``; a ``--quick`` run without ``--out``
+writes them under ``out/benchmarks/quick/``.
 
 References:
   Tieleman (2008), *Training restricted Boltzmann machines using
@@ -92,7 +94,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
+from _common import environment, out_help, output_path, quick_note, save_figure, write_json
 from toy_likelihoods import (
     BATCH_SIZE,
     ENVELOPE_SCALE,
@@ -104,8 +106,8 @@ from toy_likelihoods import (
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "toy_contrastive.json"
-SCORE_MATCHING_RESULTS = RESULTS_DIR / "toy_likelihoods.json"
+RESULTS_FILE = "toy_contrastive.json"
+SCORE_MATCHING_RESULTS = "toy_likelihoods.json"
 SCORE_MATCHING_METHODS = ("exact", "ssm", "dsm")
 METHODS = ("pcd", "pcd_plain", "cd")
 METHOD_LABELS = {"pcd": "PCD", "pcd_plain": "plain PCD", "cd": "CD-k"}
@@ -468,7 +470,12 @@ def plot(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 datasets, 200 steps")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the figure goes beside it", RESULTS_FILE),
+    )
     parser.add_argument("--num-steps", type=int, default=None, help="Adam steps")
     parser.add_argument("--learning-rate", type=float, default=5e-3)
     parser.add_argument("--resolution", type=int, default=None, help="quadrature grid size")
@@ -483,8 +490,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--buffer-size", type=int, default=8192, help="replay buffer chains")
     parser.add_argument("--reinit-probability", type=float, default=0.05)
     parser.add_argument("--regularization", type=float, default=0.1, help="energy regulariser α")
-    parser.add_argument("--score-matching", type=Path, default=SCORE_MATCHING_RESULTS)
+    parser.add_argument(
+        "--score-matching",
+        type=Path,
+        default=None,
+        help=out_help(
+            "toy_likelihoods.py's JSON, for the score-matching columns", SCORE_MATCHING_RESULTS
+        ),
+    )
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
+    # Where a quick toy_likelihoods.py run wrote, so that quick runs compare with quick runs.
+    args.score_matching = output_path(SCORE_MATCHING_RESULTS, args.score_matching, quick=args.quick)
     if args.num_steps is None:
         args.num_steps = 200 if args.quick else 5000
     if args.seeds is None:

@@ -25,7 +25,9 @@ exact SM itself is the yardstick there. The density plots show seed 0.
 
 Run as ``python benchmarks/toy_likelihoods.py`` (``make bench``); ``--quick``
 is a smoke run. Writes ``results/toy_likelihoods.json`` and, when matplotlib
-is installed, ``results/toy_likelihoods.png`` (data beside each learned density).
+is installed, ``results/toy_likelihoods.png`` (data beside each learned density),
+or the same beside ``--out``; a ``--quick`` run without ``--out`` writes them
+under ``out/benchmarks/quick/``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import RESULTS_DIR, environment, quick_note, save_figure, write_json
+from _common import environment, out_help, output_path, quick_note, save_figure, write_json
 
 import ebm_jax as ej
 
-DEFAULT_OUT = RESULTS_DIR / "toy_likelihoods.json"
+RESULTS_FILE = "toy_likelihoods.json"
 METHODS = ("exact", "ssm", "ssm_vr", "dsm")
 HIDDEN_SIZES = (128, 128)
 ENVELOPE_SCALE = 4.0
@@ -229,7 +231,12 @@ def plot(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 datasets, 200 steps")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=out_help("JSON results file; the figure goes beside it", RESULTS_FILE),
+    )
     parser.add_argument("--num-steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--resolution", type=int, default=None, help="quadrature grid size")
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0, help="data and root key")
     parser.add_argument("--seeds", type=int, default=None, help="runs per method (default 3)")
     args = parser.parse_args(argv)
+    args.out = output_path(RESULTS_FILE, args.out, quick=args.quick)
     if args.num_steps is None:
         args.num_steps = 200 if args.quick else 5000
     if args.seeds is None:
