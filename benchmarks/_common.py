@@ -230,6 +230,19 @@ def write_json(path: Path, report: dict[str, Any], *, quick: bool) -> None:
     print(f"\nwrote {path}{quick_note(quick)}", flush=True)
 
 
+def toy_grid_figure(plt: Any, num_rows: int, num_columns: int) -> tuple[Any, Any]:
+    """A grid of 2-D toy panels sharing axes: ``(figure, axes[row, column])``."""
+    return plt.subplots(
+        num_rows,
+        num_columns,
+        figsize=(2.3 * num_columns + 1.2, 2.3 * num_rows + 1.0),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+
+
 def save_figure(figure: Any, path: Path, *, quick: bool, dpi: int = 110) -> None:
     """Save and close a matplotlib ``figure``, its title stamped when ``quick``.
 

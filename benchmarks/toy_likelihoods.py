@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,15 +191,7 @@ def plot(
     columns = ("data", *METHODS)
     bounds = ej.data.TOY_BOUNDS
     extent = [*bounds[0], *bounds[1]]
-    fig, axes = plt.subplots(
-        len(rows),
-        len(columns),
-        figsize=(2.3 * len(columns) + 1.2, 2.3 * len(rows) + 1.0),
-        sharex=True,
-        sharey=True,
-        squeeze=False,
-        layout="constrained",
-    )
+    fig, axes = _common.toy_grid_figure(plt, len(rows), len(columns))
     for i, (row, grid) in enumerate(zip(rows, grids, strict=True)):
         for j, column in enumerate(columns):
             ax = axes[i, j]
