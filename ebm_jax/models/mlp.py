@@ -71,6 +71,68 @@ def _check_smooth_activation(activation: Any) -> None:
         )
 
 
+# The integrability guarantees of MLPLogDensity and NoiseConditionalEnergy (a Gaussian
+# envelope) need activations of at most linear growth. A probe cannot prove that; it
+# catches the usual offenders (t², exp, sinh, ...): from |t| = 1e2 to |t| = 1e4, a
+# factor 100, |a| may grow by at most a factor 200, which a power |t|^p passes only
+# for p <= 1.15. The test is a ratio, so a Lipschitz activation passes whatever its
+# constant.
+_GROWTH_PROBES = np.array([-1e2, 1e2], np.float32)
+_GROWTH_FACTOR = np.float32(100.0)
+_GROWTH_SLACK = 2.0
+
+
+def _growth_at_probes(activation: Callable[[Array], Array]) -> tuple[np.ndarray, np.ndarray]:
+    """``|a(t)|`` and ``|a(100 t)|`` at ``t = ±1e2``, in float64."""
+    with jax.ensure_compile_time_eval():  # module construction may happen inside a trace
+        near = np.asarray(activation(jnp.asarray(_GROWTH_PROBES)), np.float64)
+        far = np.asarray(activation(jnp.asarray(_GROWTH_FACTOR * _GROWTH_PROBES)), np.float64)
+    if near.shape != _GROWTH_PROBES.shape or far.shape != _GROWTH_PROBES.shape:
+        raise ValueError(f"a 1-D input of shape {_GROWTH_PROBES.shape} gave shape {near.shape}")
+    return np.abs(near), np.abs(far)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_has_linear_growth(activation: Callable[[Array], Array]) -> bool:
+    return _has_linear_growth(*_growth_at_probes(activation))
+
+
+def _has_linear_growth(near: np.ndarray, far: np.ndarray) -> bool:
+    # An activation that overflows already at |t| = 100 (exp, sinh) grows far faster than linearly.
+    finite = np.all(np.isfinite(near)) and np.all(np.isfinite(far))
+    return bool(finite and np.all(far <= _GROWTH_SLACK * float(_GROWTH_FACTOR) * (1.0 + near)))
+
+
+def _check_linear_growth(activation: Callable[[Array], Array], *, what: str, remedies: str) -> None:
+    """Reject activations that grow faster than linearly (t², exp, sinh, ...).
+
+    ``what`` says what the envelope makes integrable; ``remedies`` lists the
+    ways out besides a Lipschitz activation.
+    """
+    try:
+        try:
+            has_linear_growth = _cached_has_linear_growth(activation)
+        except TypeError as exc:  # an unhashable callable: probe without the cache
+            if "unhashable" not in str(exc):
+                raise
+            has_linear_growth = _has_linear_growth(*_growth_at_probes(activation))
+    except Exception as exc:  # re-raised with the argument named
+        raise ValueError(
+            f"activation must map a 1-D array to an array of the same shape; probing its "
+            f"growth failed: {exc}"
+        ) from exc
+    if not has_linear_growth:
+        name = getattr(activation, "__name__", repr(activation))
+        near, far = _growth_at_probes(activation)
+        raise ValueError(
+            f"activation must grow at most linearly for the envelope to make {what} "
+            f"integrable, got {name}: |a(t)| = {near.tolist()} at "
+            f"t = {_GROWTH_PROBES.tolist()} and {far.tolist()} at 100 t, which must be finite "
+            f"and at most {_GROWTH_SLACK:g} x 100 x (1 + |a(t)|); use a Lipschitz activation "
+            f"(nn.swish, nn.softplus, nn.tanh, nn.gelu, nn.elu), {remedies}"
+        )
+
+
 def _check_hidden_sizes(hidden_sizes: Any) -> None:
     if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence):
         raise TypeError(
@@ -118,8 +180,12 @@ class MLPLogDensity(nn.Module):
     With a Lipschitz activation (swish, softplus, tanh, gelu, elu) the network
     part grows at most linearly in :math:`\\lVert x \\rVert`, so the Gaussian
     envelope makes :math:`e^{f}` integrable for every :math:`\\theta` — a
-    proper model whatever the training does. Without it, integrability is not
-    guaranteed (score matching does not need :math:`Z`, but sampling does).
+    proper model whatever the training does. With the envelope on, an
+    activation that grows faster than linearly (:math:`t^2`, :math:`e^t`,
+    :math:`\\sinh t`) raises a ``ValueError``: a probe of its growth from
+    :math:`|t| = 10^2` to :math:`10^4`, a heuristic that catches the usual
+    offenders. Without the envelope, integrability is not guaranteed (score
+    matching does not need :math:`Z`, but sampling does).
 
     Attributes:
       hidden_sizes: widths of the hidden layers; ``()`` gives a linear
@@ -164,6 +230,11 @@ class MLPLogDensity(nn.Module):
         _check_smooth_activation(self.activation)
         if self.envelope_scale is not None:
             check_positive_scalar(self.envelope_scale, "envelope_scale")
+            _check_linear_growth(
+                self.activation,
+                what="exp(f)",
+                remedies="or envelope_scale=None (no integrability guarantee)",
+            )
         super().__post_init__()
 
     @nn.compact

@@ -54,12 +54,10 @@ References:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -72,6 +70,7 @@ from ebm_jax._validation import (
 )
 from ebm_jax.models.mlp import (
     _check_hidden_sizes,
+    _check_linear_growth,
     _check_smooth_activation,
     _output_init,
 )
@@ -98,15 +97,6 @@ DIGITS_8X8_SETTINGS: dict[str, Any] = {
     "embedding_size": 64,
 }
 """Settings for flattened 8×8 digits (64-D): three pre-norm residual blocks of width 256."""
-
-# The integrability guarantee of NoiseConditionalEnergy needs activations of at
-# most linear growth. A probe cannot prove that; it catches the usual offenders
-# (t², exp, sinh, ...): from |t| = 1e2 to |t| = 1e4, a factor 100, |a| may grow
-# by at most a factor 200, which a power |t|^p passes only for p <= 1.15. The
-# test is a ratio, so a Lipschitz activation passes whatever its constant.
-_GROWTH_PROBES = np.array([-1e2, 1e2], np.float32)
-_GROWTH_FACTOR = np.float32(100.0)
-_GROWTH_SLACK = 2.0
 
 
 def noise_level_features(beta: Array, embedding_size: int) -> Array:
@@ -179,54 +169,6 @@ def _check_sample_and_level(x: Any, beta: Any, dtype: Any) -> tuple[Array, Array
                 f"eq. 11.5), got {value}"
             )
     return x, beta_array.astype(x.dtype)
-
-
-def _growth_at_probes(activation: Callable[[Array], Array]) -> tuple[np.ndarray, np.ndarray]:
-    """``|a(t)|`` and ``|a(100 t)|`` at ``t = ±1e2``, in float64."""
-    with jax.ensure_compile_time_eval():  # module construction may happen inside a trace
-        near = np.asarray(activation(jnp.asarray(_GROWTH_PROBES)), np.float64)
-        far = np.asarray(activation(jnp.asarray(_GROWTH_FACTOR * _GROWTH_PROBES)), np.float64)
-    if near.shape != _GROWTH_PROBES.shape or far.shape != _GROWTH_PROBES.shape:
-        raise ValueError(f"a 1-D input of shape {_GROWTH_PROBES.shape} gave shape {near.shape}")
-    return np.abs(near), np.abs(far)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_has_linear_growth(activation: Callable[[Array], Array]) -> bool:
-    return _has_linear_growth(*_growth_at_probes(activation))
-
-
-def _has_linear_growth(near: np.ndarray, far: np.ndarray) -> bool:
-    # An activation that overflows already at |t| = 100 (exp, sinh) grows far faster than linearly.
-    finite = np.all(np.isfinite(near)) and np.all(np.isfinite(far))
-    return bool(finite and np.all(far <= _GROWTH_SLACK * float(_GROWTH_FACTOR) * (1.0 + near)))
-
-
-def _check_linear_growth(activation: Callable[[Array], Array]) -> None:
-    """Reject activations that grow faster than linearly (t², exp, sinh, ...)."""
-    try:
-        try:
-            has_linear_growth = _cached_has_linear_growth(activation)
-        except TypeError as exc:  # an unhashable callable: probe without the cache
-            if "unhashable" not in str(exc):
-                raise
-            has_linear_growth = _has_linear_growth(*_growth_at_probes(activation))
-    except Exception as exc:  # re-raised with the argument named
-        raise ValueError(
-            f"activation must map a 1-D array to an array of the same shape; probing its "
-            f"growth failed: {exc}"
-        ) from exc
-    if not has_linear_growth:
-        name = getattr(activation, "__name__", repr(activation))
-        near, far = _growth_at_probes(activation)
-        raise ValueError(
-            f"activation must grow at most linearly for the envelope to make exp(f_w) "
-            f"integrable at every noise level, got {name}: |a(t)| = {near.tolist()} at "
-            f"t = {_GROWTH_PROBES.tolist()} and {far.tolist()} at 100 t, which must be finite "
-            f"and at most {_GROWTH_SLACK:g} x 100 x (1 + |a(t)|); use a Lipschitz activation "
-            "(nn.swish, nn.softplus, nn.tanh, nn.gelu, nn.elu), or residual=True with "
-            "layer_norm=True, or envelope_scale=None (no integrability guarantee)"
-        )
 
 
 def _check_label(label: Any, num_classes: int | None) -> Array | None:
@@ -617,7 +559,12 @@ class NoiseConditionalEnergy(_NoiseConditionalNetwork):
         if self.envelope_scale is not None:
             check_positive_scalar(self.envelope_scale, "envelope_scale")
             if not (self.residual and self.layer_norm):
-                _check_linear_growth(self.activation)
+                _check_linear_growth(
+                    self.activation,
+                    what="exp(f_w) at every noise level",
+                    remedies="or residual=True with layer_norm=True, or envelope_scale=None "
+                    "(no integrability guarantee)",
+                )
 
     @nn.compact
     def __call__(self, x: Array, beta: Array, label: Array | None = None) -> Array:

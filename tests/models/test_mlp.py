@@ -213,3 +213,21 @@ def test_score_network_checks_its_arguments():
         MLPScore((-1,))
     with pytest.raises(TypeError, match="activation"):
         MLPScore(activation=None)
+
+
+SUPERLINEAR_GROWTH = {"square": lambda t: t**2, "exp": jnp.exp, "sinh": jnp.sinh}
+
+
+@pytest.mark.parametrize("name", sorted(SUPERLINEAR_GROWTH))
+def test_envelope_rejects_activations_that_grow_faster_than_linearly(name):
+    """exp(f) ≤ exp(c(1 + ‖x‖) − ‖x‖²/2s²) is integrable only if f grows at most linearly."""
+    activation = SUPERLINEAR_GROWTH[name]
+    with pytest.raises(ValueError, match=r"activation must grow at most linearly .* exp\(f\)"):
+        MLPLogDensity(HIDDEN_SIZES, activation=activation, envelope_scale=2.0)
+    MLPLogDensity(HIDDEN_SIZES, activation=activation)  # no envelope: no guarantee claimed
+
+
+@pytest.mark.parametrize("activation", [nn.swish, nn.softplus, nn.tanh, nn.gelu, nn.elu])
+def test_envelope_accepts_lipschitz_activations(activation):
+    MLPLogDensity(HIDDEN_SIZES, activation=activation, envelope_scale=2.0)
+    MLPLogDensity(HIDDEN_SIZES, activation=lambda t: 3.0 * activation(t) + 5.0, envelope_scale=2.0)
