@@ -41,27 +41,39 @@ def _curvature_at_probes(activation: Callable[[Array], Array]) -> np.ndarray:
         return np.asarray(curvature)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_has_curvature(activation: Callable[[Array], Array]) -> bool:
+def _has_curvature(activation: Callable[[Array], Array]) -> bool:
     return bool(np.any(_curvature_at_probes(activation) != 0))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_probe(probe: Callable[[Any], bool], activation: Callable[[Array], Array]) -> bool:
+    return probe(activation)
+
+
+def _probe_activation(probe: Callable[[Any], bool], activation: Any, requirement: str) -> bool:
+    """``probe(activation)``, cached per activation; a failure names the argument.
+
+    Models are built often (inside ``jit``, per ``init``), so each activation is
+    probed once; an unhashable callable is probed every time instead.
+    """
+    try:
+        try:
+            return _cached_probe(probe, activation)
+        except TypeError as exc:
+            if "unhashable" not in str(exc):
+                raise
+            return probe(activation)
+    except Exception as exc:  # re-raised with the argument named
+        raise ValueError(
+            f"activation must map a 1-D array to an array of the same shape{requirement}; "
+            f"probing it failed: {exc}"
+        ) from exc
 
 
 def _check_smooth_activation(activation: Any) -> None:
     """Reject activations with zero second derivative (relu, leaky_relu, hard_tanh, ...)."""
     check_callable(activation, "activation")
-    try:
-        try:
-            has_curvature = _cached_has_curvature(activation)
-        except TypeError as exc:  # an unhashable callable: probe without the cache
-            if "unhashable" not in str(exc):
-                raise
-            has_curvature = bool(np.any(_curvature_at_probes(activation) != 0))
-    except Exception as exc:  # re-raised with the argument named
-        raise ValueError(
-            f"activation must map a 1-D array to an array of the same shape and be "
-            f"twice differentiable by jax; probing it failed: {exc}"
-        ) from exc
-    if not has_curvature:
+    if not _probe_activation(_has_curvature, activation, " and be twice differentiable by jax"):
         name = getattr(activation, "__name__", repr(activation))
         raise ValueError(
             f"activation must be smooth with a non-zero second derivative, got {name}: "
@@ -92,12 +104,8 @@ def _growth_at_probes(activation: Callable[[Array], Array]) -> tuple[np.ndarray,
     return np.abs(near), np.abs(far)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_has_linear_growth(activation: Callable[[Array], Array]) -> bool:
-    return _has_linear_growth(*_growth_at_probes(activation))
-
-
-def _has_linear_growth(near: np.ndarray, far: np.ndarray) -> bool:
+def _has_linear_growth(activation: Callable[[Array], Array]) -> bool:
+    near, far = _growth_at_probes(activation)
     # An activation that overflows already at |t| = 100 (exp, sinh) grows far faster than linearly.
     finite = np.all(np.isfinite(near)) and np.all(np.isfinite(far))
     return bool(finite and np.all(far <= _GROWTH_SLACK * float(_GROWTH_FACTOR) * (1.0 + near)))
@@ -109,19 +117,7 @@ def _check_linear_growth(activation: Callable[[Array], Array], *, what: str, rem
     ``what`` says what the envelope makes integrable; ``remedies`` lists the
     ways out besides a Lipschitz activation.
     """
-    try:
-        try:
-            has_linear_growth = _cached_has_linear_growth(activation)
-        except TypeError as exc:  # an unhashable callable: probe without the cache
-            if "unhashable" not in str(exc):
-                raise
-            has_linear_growth = _has_linear_growth(*_growth_at_probes(activation))
-    except Exception as exc:  # re-raised with the argument named
-        raise ValueError(
-            f"activation must map a 1-D array to an array of the same shape; probing its "
-            f"growth failed: {exc}"
-        ) from exc
-    if not has_linear_growth:
+    if not _probe_activation(_has_linear_growth, activation, ""):
         name = getattr(activation, "__name__", repr(activation))
         near, far = _growth_at_probes(activation)
         raise ValueError(
