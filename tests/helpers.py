@@ -35,6 +35,26 @@ def assert_mean_within_mcse(per_chain_estimates, truth, z: float = Z, what: str 
     return grand, mcse
 
 
+def run_python(args, *, input=None, env=None, timeout=600, stderr_tail=4000):
+    """Run ``python *args`` in a fresh process; it must exit 0.
+
+    The process compiles as the suite does (QUICK_COMPILE_ENV unless the
+    environment says otherwise). ``timeout`` is a hang guard, not a speed
+    target. Returns the completed process.
+    """
+    completed = subprocess.run(
+        [sys.executable, *map(str, args)],
+        input=input,
+        env={**QUICK_COMPILE_ENV, **(os.environ if env is None else env)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-stderr_tail:]
+    return completed
+
+
 def run_on_forced_host_devices(script: str, num_devices: int, out_path) -> dict:
     """Run ``python -c script out_path`` on ``num_devices`` forced CPU devices; load its npz.
 
@@ -42,14 +62,6 @@ def run_on_forced_host_devices(script: str, num_devices: int, out_path) -> dict:
     """
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
     env["JAX_PLATFORMS"] = "cpu"
-    completed = subprocess.run(
-        [sys.executable, "-c", script, str(out_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_python(["-c", script, out_path], env=env, timeout=300)
     with np.load(out_path, allow_pickle=False) as saved:
         return dict(saved)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import pytest
 
 import ebm_jax as ej
-from tests.helpers import QUICK_COMPILE_ENV
+from tests.helpers import run_python
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accelerator.py"
 
@@ -31,16 +28,7 @@ def _finite_positive(value: float) -> bool:
 def test_quick_run_writes_json_and_markdown(tmp_path):
     # The timings are not asserted, and XLA's FLOP and byte counts come from the optimised
     # HLO, which QUICK_COMPILE_ENV leaves as it is.
-    env = dict(os.environ, **QUICK_COMPILE_ENV)
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,  # a hang guard, not a speed target
-        check=False,
-        env=env,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_python([SCRIPT, "--quick", "--out-dir", tmp_path])
     report = json.loads((tmp_path / "accelerator.json").read_text())
     table = (tmp_path / "accelerator.md").read_text()
 

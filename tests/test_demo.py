@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
 from ebm_jax.demo import diffusion_2d, report
 from ebm_jax.demo import sampling as demo_sampling
-from tests.helpers import QUICK_COMPILE_ENV
+from tests.helpers import run_python
 
 # demo.main's return value, written where the test can read it.
 SCRIPT = """
@@ -29,17 +26,8 @@ FIGURES = ("sampling", "score_matching", "rbm", "diffusion_2d", "diffusion_digit
 @pytest.mark.slow
 def test_quick_demo_writes_every_section(tmp_path):
     # A process of its own: the quick demo is compile-bound (QUICK_COMPILE_ENV).
-    env = dict(os.environ, **QUICK_COMPILE_ENV)
     returned = tmp_path / "returned_summary.json"
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path), str(returned)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,  # a hang guard, not a speed target
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    completed = run_python(["-c", SCRIPT, tmp_path, returned], timeout=900)
     summary = json.loads(returned.read_text())
     for name in FIGURES:
         assert (tmp_path / f"{name}.png").stat().st_size > 0, name

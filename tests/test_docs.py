@@ -8,14 +8,13 @@ outputs, never executed.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import types
 from pathlib import Path
 
 import pytest
 
 import ebm_jax
+from tests.helpers import run_python
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -43,14 +42,7 @@ def test_docs_build_with_warnings_as_errors_and_document_every_public_name(tmp_p
     pytest.importorskip("myst_nb", reason="pip install 'ebm_jax[docs]'")
     html, doctrees = tmp_path / "html", tmp_path / "doctrees"
     build = ["-W", "--keep-going", "-q", "-b", "html", "-d", str(doctrees), str(DOCS), str(html)]
-    completed = subprocess.run(
-        [sys.executable, "-m", "sphinx", *build],
-        capture_output=True,
-        text=True,
-        timeout=600,  # a hang guard, not a speed target
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-8000:]
+    run_python(["-m", "sphinx", *build], stderr_tail=8000)
 
     documented = set()
     for page in (html / "api").glob("*.html"):

@@ -13,14 +13,11 @@ caught here.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from tests.helpers import QUICK_COMPILE_ENV
+from tests.helpers import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -116,9 +113,5 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_inputs_keep_their_dtype_under_x64(dtype):
     # Dtypes are fixed when JAX traces, before XLA's backend runs (QUICK_COMPILE_ENV).
-    env = dict(os.environ, **QUICK_COMPILE_ENV)
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, dtype], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    completed = run_python(["-c", SCRIPT, dtype])
     assert completed.stdout.split() == ["ok", dtype]

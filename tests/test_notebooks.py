@@ -14,8 +14,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers import QUICK_COMPILE_ENV
-
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 MAX_BYTES = 2 * 2**20
@@ -28,9 +26,9 @@ def code_outputs(notebook):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.name for path in NOTEBOOKS])
 def test_notebook_executes(path, monkeypatch):
+    # The kernel inherits the suite's environment, QUICK_COMPILE_ENV included (conftest.py):
+    # at toy sizes a notebook is compile-bound.
     monkeypatch.setenv("EBM_JAX_FAST", "1")
-    for name, value in QUICK_COMPILE_ENV.items():  # at toy sizes a notebook is compile-bound
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv(
         "PYTHONPATH", str(path.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import QUICK_COMPILE_ENV
+from tests.helpers import run_python
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -30,15 +27,5 @@ def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "the README has no python tour"
     # A process of its own: the tour is compile-bound (QUICK_COMPILE_ENV).
-    env = dict(os.environ, **QUICK_COMPILE_ENV)
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(README)],
-        input=json.dumps(blocks),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,  # a hang guard, not a speed target
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    completed = run_python(["-c", SCRIPT, README], input=json.dumps(blocks), timeout=900)
     assert completed.stdout.splitlines()[-1] == "result.samples.shape (1024, 100, 2)"
